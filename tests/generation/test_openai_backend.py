@@ -1,0 +1,175 @@
+"""The OpenAI-compatible backend against a real HTTP server on 127.0.0.1 that the test starts and stops."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+pytest.importorskip("openai")
+
+from directalign.errors import ConfigError  # noqa: E402
+from directalign.generation.base import GenerationConfig, make_generator  # noqa: E402
+from directalign.generation.openai_backend import OpenAIGenerator  # noqa: E402
+
+PROMPTS = [
+    [{"role": "system", "content": "Echo."}, {"role": "user", "content": "one two three"}],
+    [{"role": "user", "content": "a b c d e f g h"}],
+]
+
+
+class FakeChatServer(ThreadingHTTPServer):
+    """POST /v1/chat/completions: choice i echoes the last user message, cut to max_tokens words, plus "#i".
+
+    max_choices imitates servers that ignore n (llama.cpp, Ollama). Request bodies are kept in `requests`.
+    """
+
+    def __init__(self, max_choices: int | None = None):
+        super().__init__(("127.0.0.1", 0), ChatHandler)
+        self.max_choices = max_choices
+        self.requests: list[dict] = []
+        self.authorizations: list[str | None] = []
+        self.lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class ChatHandler(BaseHTTPRequestHandler):
+    timeout = 10  # a stuck client cannot hold the thread for longer
+
+    def do_POST(self):  # noqa: N802 (the http.server API)
+        if self.path != "/v1/chat/completions":
+            return self._reply(404, {"error": {"message": f"no route {self.path}"}})
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.server.lock:
+            self.server.requests.append(body)
+            self.server.authorizations.append(self.headers.get("Authorization"))
+        if body["model"] != "tiny-echo":
+            return self._reply(404, {"error": {"message": f"model {body['model']} not found"}})
+        words = body["messages"][-1]["content"].split()
+        cut = words[: body["max_tokens"]]
+        n = body.get("n", 1) if self.server.max_choices is None else min(body.get("n", 1), self.server.max_choices)
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": " ".join(cut) + f" #{i} seed={body.get('seed')}"},
+                "finish_reason": "length" if len(cut) < len(words) else "stop",
+            }
+            for i in range(n)
+        ]
+        self._reply(
+            200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": choices}
+        )
+
+    def _reply(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def start(server: FakeChatServer):
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def server():
+    server = FakeChatServer()
+    thread = start(server)
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def single_choice_server():
+    server = FakeChatServer(max_choices=1)
+    thread = start(server)
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def generator_for(server: FakeChatServer, **kwargs) -> OpenAIGenerator:
+    return make_generator("openai", model="tiny-echo", base_url=server.base_url, timeout=10, max_retries=0, **kwargs)
+
+
+def test_sampling_settings_and_messages_go_over_the_wire(server):
+    config = GenerationConfig(
+        max_new_tokens=3, temperature=0.7, top_p=0.9, top_k=20, num_samples=2, seed=5, stop=["###"]
+    )
+    out = generator_for(server).generate(PROMPTS, config)
+    assert len(server.requests) == 2
+    by_prompt = sorted(server.requests, key=lambda body: len(body["messages"]), reverse=True)
+    for body, prompt in zip(by_prompt, PROMPTS, strict=True):
+        assert body["messages"] == prompt
+        assert (body["n"], body["max_tokens"], body["temperature"], body["top_p"]) == (2, 3, 0.7, 0.9)
+        assert (body["top_k"], body["stop"]) == (20, ["###"])
+    assert sorted(body["seed"] for body in server.requests) == [5, 6]  # seed + prompt index
+    assert server.authorizations == ["Bearer EMPTY", "Bearer EMPTY"]
+    assert [[c.text for c in samples] for samples in out] == [
+        ["one two three #0 seed=5", "one two three #1 seed=5"],
+        ["a b c #0 seed=6", "a b c #1 seed=6"],
+    ]
+    assert [[c.finish_reason for c in samples] for samples in out] == [["stop", "stop"], ["length", "length"]]
+    assert out[0][0].token_ids is None
+
+
+def test_unset_options_are_not_sent(server):
+    generator_for(server).generate(PROMPTS[:1], GenerationConfig(max_new_tokens=4))
+    (body,) = server.requests
+    assert "seed" not in body and "stop" not in body and "top_k" not in body
+
+
+def test_greedy_asks_once_and_repeats(server):
+    out = generator_for(server).generate(PROMPTS[:1], GenerationConfig(max_new_tokens=4, temperature=0, num_samples=3))
+    (body,) = server.requests
+    assert (body["n"], body["temperature"]) == (1, 0)
+    assert [c.text for c in out[0]] == ["one two three #0 seed=None"] * 3
+
+
+def test_servers_that_ignore_n_are_asked_again_with_new_seeds(single_choice_server):
+    generator = generator_for(single_choice_server)
+    out = generator.generate(PROMPTS, GenerationConfig(max_new_tokens=8, num_samples=3, seed=10))
+    assert [len(samples) for samples in out] == [3, 3]
+    first = [body for body in single_choice_server.requests if len(body["messages"]) == 2]
+    assert [body["n"] for body in first] == [3, 2, 1]
+    assert [body["seed"] for body in first] == [10, 12, 14]  # seed + index + request * number of prompts
+    assert [c.text for c in out[0]] == [f"one two three #0 seed={s}" for s in (10, 12, 14)]
+
+
+def test_unknown_model_is_a_config_error(server):
+    generator = make_generator("openai", model="nope", base_url=server.base_url, max_retries=0)
+    with pytest.raises(ConfigError, match=r"refused the request for model 'nope': HTTP 404 .*model nope not found"):
+        generator.generate(PROMPTS[:1], GenerationConfig(max_new_tokens=2))
+
+
+def test_unreachable_server_is_a_config_error():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # The port is closed again: nothing listens there.
+    generator = make_generator("openai", model="m", base_url=f"http://127.0.0.1:{port}/v1", timeout=5, max_retries=0)
+    with pytest.raises(ConfigError, match=f"cannot reach an OpenAI-compatible server at http://127.0.0.1:{port}/v1"):
+        generator.generate(PROMPTS[:1], GenerationConfig(max_new_tokens=2))
+
+
+def test_missing_openai_package_is_a_config_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openai", None)  # makes `import openai` fail as if not installed
+    with pytest.raises(ConfigError, match="pip install openai"):
+        make_generator("openai", model="m")
