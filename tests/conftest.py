@@ -17,18 +17,12 @@ def shared_data_dir() -> Path:
 
 
 def tiny_llama(vocab_size: int = 128, seed: int = 0, attn_implementation: str = "sdpa", **overrides):
+    """A 2-layer Llama from a config, randomly initialised with a fixed seed; `overrides` replace any field."""
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        **{"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, **overrides},
-    )
+    fields = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+                  pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    config = LlamaConfig(**{**fields, **overrides})
     config._attn_implementation = attn_implementation
     return LlamaForCausalLM(config).eval()
 

@@ -54,9 +54,7 @@ def test_kto_matches_formula_and_gradient(kl_anchor, weights):
 
 def test_kl_anchor_gets_no_gradient():
     anchor = torch.tensor(0.5, requires_grad=True)
-    loss = kto_loss(
-        torch.tensor([-3.0, -4.0]), torch.tensor([-4.0, -3.0]), torch.tensor([True, False]), anchor, 0.1
-    )
+    loss = kto_loss(torch.tensor([-3.0, -4.0]), torch.tensor([-4.0, -3.0]), torch.tensor([True, False]), anchor, 0.1)
     assert not loss.requires_grad
 
 
@@ -99,9 +97,7 @@ def test_labels_may_be_ints():
 def test_tensor_and_float_hyperparameters_agree():
     policy, ref, labels = (torch.tensor(v) for v in random_batch(random.Random(67), 8))
     floats = kto_loss(policy, ref, labels, 0.3, 0.1, 0.5, 1.0)
-    tensors = kto_loss(
-        policy, ref, labels, torch.tensor(0.3), torch.tensor(0.1), torch.tensor(0.5), torch.tensor(1.0)
-    )
+    tensors = kto_loss(policy, ref, labels, torch.tensor(0.3), torch.tensor(0.1), torch.tensor(0.5), torch.tensor(1.0))
     assert torch.allclose(floats, tensors)
 
 

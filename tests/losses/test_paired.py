@@ -26,10 +26,7 @@ def random_logps(rng: random.Random, n: int) -> list[tuple[float, float, float, 
 
 
 def as_tensors(rows, requires_grad: bool = False) -> list[torch.Tensor]:
-    return [
-        torch.tensor([row[i] for row in rows], dtype=torch.float64, requires_grad=requires_grad)
-        for i in range(4)
-    ]
+    return [torch.tensor([row[i] for row in rows], dtype=torch.float64, requires_grad=requires_grad) for i in range(4)]
 
 
 def margin(pc: float, pr: float, rc: float, rr: float) -> float:
@@ -66,9 +63,7 @@ def test_dpo_gradient_matches_hand_derivative(eps):
     rows = random_logps(random.Random(3), 8)
     beta = 0.3
     pc, pr, rc, rr = as_tensors(rows, requires_grad=True)
-    grads = torch.autograd.grad(
-        dpo_loss(pc, pr, rc, rr, beta=beta, label_smoothing=eps).sum(), [pc, pr, rc, rr]
-    )
+    grads = torch.autograd.grad(dpo_loss(pc, pr, rc, rr, beta=beta, label_smoothing=eps).sum(), [pc, pr, rc, rr])
     for i, row in enumerate(rows):
         z = beta * margin(*row)
         d_pc = -beta * (1 - eps) * sigmoid(-z) + beta * eps * sigmoid(z)

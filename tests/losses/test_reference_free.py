@@ -41,9 +41,7 @@ def as_tensors(rows, requires_grad: bool = False):
 
 
 def test_simpo_worked_example():
-    loss = simpo_loss(
-        torch.tensor([-45.0]), torch.tensor([-36.0]), torch.tensor([90]), torch.tensor([60]), 2.0, 0.5
-    )
+    loss = simpo_loss(torch.tensor([-45.0]), torch.tensor([-36.0]), torch.tensor([90]), torch.tensor([60]), 2.0, 0.5)
     assert loss.item() == pytest.approx(0.8544, abs=1e-4)
 
 

@@ -1,38 +1,77 @@
-"""`directalign eval`: preference accuracy and margins of a model (and adapter) on held-out pairs."""
+"""`directalign eval`: one held-out table of a model (and adapter) beside its reference.
+
+Always: implicit and log-prob preference accuracy, margin and perplexity on the held-out pairs. With
+--generate: samples from held-out prompts give the KL to the reference, generated lengths, the mean reward
+(--reward) and the win rate against the reference's samples (--reward or --judge), raw and length-controlled.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+BUILTIN = "builtin"
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="held-out preference accuracy and margins")
+    p = subparsers.add_parser("eval", help="held-out accuracy, perplexity, KL, length, reward and win rate")
     p.add_argument(
         "--model", default="smollm2-135m-instruct", help="base model: embedded name, folder or hub id"
     )
     p.add_argument("--adapter", help="LoRA adapter folder; the reference is then the model without it")
     p.add_argument("--ref-model", help="reference model when there is no adapter (default: none)")
-    p.add_argument("--data", required=True, help="held-out preference data file")
+    p.add_argument("--data", required=True, help="held-out preference data file, or 'builtin' (built-in held-out)")
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--max-prompt-length", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--limit", type=int, help="only the first N records")
+    p.add_argument("--limit", type=int, help="only the first N records (with --data builtin: default 64)")
+    p.add_argument("--generate", action="store_true", help="sample from held-out prompts: KL, length, win rate")
+    p.add_argument("--samples", type=int, default=1, help="samples per prompt with --generate (default 1)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--reward", help="reward function judging samples: builtin, MODULE:FUNCTION or FILE.py:FUNCTION "
+                   "(default with --data builtin: builtin)")
+    p.add_argument("--judge", help="pairwise judge for the win rate: openai:MODEL, local:MODEL, reward-model:DIR, "
+                   "reward:MODULE:FUNCTION (see directalign.judges)")
+    p.add_argument("--ci", choices=["wilson", "bootstrap"], default="wilson", help="win-rate interval")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-samples", help="write the compared samples to this JSONL file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def load_held_out(args: argparse.Namespace) -> list:
+    if args.data == BUILTIN:
+        from directalign.data.builtin import builtin_split
+
+        return builtin_split(0, args.limit or 64)[1]
     from directalign.data.formats import load_records
+
+    return load_records(args.data).records[: args.limit]
+
+
+def reward_function(args: argparse.Namespace):
+    spec = args.reward or (BUILTIN if args.data == BUILTIN else None)
+    if spec is None:
+        return None
+    if spec == BUILTIN:
+        from directalign.evaluation.generation_eval import builtin_reward
+
+        return builtin_reward
+    from directalign.generation.rewards import load_reward_function
+
+    return load_reward_function(spec)
+
+
+def run(args: argparse.Namespace) -> int:
     from directalign.data.tokenize import tokenize_records
-    from directalign.evaluation.preference import evaluate_preferences
+    from directalign.evaluation.generation_eval import evaluate_model, format_table
     from directalign.models.loading import load_model, load_tokenizer
     from directalign.models.logprobs import ResponseLogProbs
     from directalign.models.reference import AdapterReference, FrozenReference
 
     tokenizer = load_tokenizer(args.model)
-    records = load_records(args.data).records[: args.limit]
+    records = load_held_out(args)
     tokenized = tokenize_records(
         records, tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length
     ).records
@@ -47,19 +86,35 @@ def run(args: argparse.Namespace) -> int:
         reference = AdapterReference(policy)
     elif args.ref_model:
         reference = FrozenReference(load_model(args.ref_model))
-    result = evaluate_preferences(
+    judge = None
+    if args.judge:
+        from directalign.judges.backends import judge_from_spec
+
+        judge = judge_from_spec(args.judge, batch_size=args.batch_size)
+    result = evaluate_model(
         policy,
+        reference,
+        tokenizer,
+        records,
         tokenized,
-        pad_token_id=tokenizer.pad_token_id,
         beta=args.beta,
-        reference=reference,
+        reward_fn=reward_function(args),
+        judge=judge,
+        generate=args.generate,
+        num_samples=args.samples,
+        max_new_tokens=args.max_new_tokens,
+        ci=args.ci,
+        seed=args.seed,
         batch_size=args.batch_size,
     )
+    samples = result.pop("samples", [])
+    if args.save_samples:
+        with open(args.save_samples, "w") as f:
+            f.write("".join(json.dumps(s) + "\n" for s in samples))
     if args.json:
         print(json.dumps(result))
     else:
-        for key, value in result.items():
-            print(f"{key:<22}{value:>10.4f}" if isinstance(value, float) else f"{key:<22}{value:>10}")
+        print(format_table(result))
         if reference is None:
-            print("(no adapter or --ref-model: implicit-reward accuracy needs a reference)")
+            print("(no adapter or --ref-model: implicit accuracy, KL and win rate need a reference)")
     return 0

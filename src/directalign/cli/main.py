@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from directalign import __version__
 from directalign.errors import DirectAlignError
 
 # Each module has register(subparsers) which adds its parser and sets `func` to a callable(args) -> int.
-COMMAND_MODULES = ["train", "eval", "data"]
+COMMAND_MODULES = ["train", "eval", "data", "report", "sweep", "reward_model", "onpolicy", "demo", "judge", "synth"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # peft asks transformers for a deprecated attribute on every LoRA model; it is not the user's to fix.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     # `directalign` with no arguments runs the embedded default training job.

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from importlib.resources import files
+
 from directalign.training.config import load_config, parse_cli_overrides
+
+BUILTIN_CONFIG = str(files("directalign") / "configs" / "builtin.yaml")
 
 
 def register(subparsers) -> None:
@@ -28,7 +32,11 @@ def run(args: argparse.Namespace) -> int:
     for key in ("data", "model", "output_dir"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    cfg = load_config(args.config, overrides)
+    config = args.config
+    if config is None and args.data is None and "data" not in overrides:
+        config = BUILTIN_CONFIG
+        print(f"config: {config} (the built-in default job)")
+    cfg = load_config(config, overrides)
     result = train(cfg)
     print(summary(result))
     return 0
@@ -36,12 +44,17 @@ def run(args: argparse.Namespace) -> int:
 
 def summary(result) -> str:
     lines = [f"outputs: {result.output_dir} ({result.steps} steps; metrics in metrics.jsonl)"]
+    if result.stop_reason:
+        lines.append(f"stopped early: {result.stop_reason}")
     before, after = result.eval_before, result.eval_after
     if after:
         lines.append(f"{'held-out':<22}{'before':>10}{'after':>10}")
-        for key in ("implicit_accuracy", "mean_margin", "logp_accuracy"):
+        for key in ("implicit_accuracy", "mean_margin", "logp_accuracy", "kl", "lengths/generated", "reward"):
             if key in after:
                 b = f"{before[key]:.3f}" if before and key in before else "-"
                 lines.append(f"{key:<22}{b:>10}{after[key]:>10.3f}")
-        lines.append(f"{'n_pairs':<22}{'':>10}{after['n_pairs']:>10}")
+        for key in ("n_pairs", "n_desirable", "n_undesirable"):
+            if key in after:
+                lines.append(f"{key:<22}{'':>10}{after[key]:>10}")
+    lines.append(f"report: directalign report {result.output_dir}")
     return "\n".join(lines)

@@ -7,8 +7,8 @@ broken, or a preamble and rambling where a bare answer was asked for. Responses 
 that a CPU can train on them.
 
 Every prompt determines its answer, so `verify` can score any completion from the prompt alone, which is what
-on-policy training needs. Train and held-out sets (`builtin_split`) use disjoint numbers, facts and
-categories.
+on-policy training needs. Train and held-out sets (`builtin_split`) use disjoint facts, list categories and
+numbers above 9.
 """
 
 from __future__ import annotations
@@ -80,8 +80,7 @@ birds: eagle sparrow robin owl parrot penguin pigeon crow swan duck hawk falcon 
 planets: Mercury Venus Earth Mars Jupiter Saturn Uranus Neptune
 """
 CATEGORIES: dict[str, tuple[str, ...]] = {
-    name: tuple(items.split())
-    for name, items in (line.split(":") for line in _CATEGORY_TEXT.strip().splitlines())
+    name: tuple(items.split()) for name, items in (line.split(":") for line in _CATEGORY_TEXT.strip().splitlines())
 }
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 JSON_KEYS = ("answer", "result", "value")
@@ -145,6 +144,8 @@ def _fact_spec(kind: str, question: str, key: str = "") -> BuiltinTask:
 
 
 def _list_spec(kind: str, category: str, count: int) -> BuiltinTask:
+    if category not in CATEGORIES:
+        raise KeyError(category)  # as FACTS[question] does for an unknown fact
     word = NUMBER_WORDS[count]
     if kind == "numbered_list":
         prompt = f"Name {word} {category} as a numbered list."
@@ -155,9 +156,7 @@ def _list_spec(kind: str, category: str, count: int) -> BuiltinTask:
 
 def _yes_no_spec(a: int, b: int | None) -> BuiltinTask:
     if b is None:
-        return BuiltinTask(
-            "yes_no", f"Is {a} an even number? Answer yes or no.", "yes" if a % 2 == 0 else "no"
-        )
+        return BuiltinTask("yes_no", f"Is {a} an even number? Answer yes or no.", "yes" if a % 2 == 0 else "no")
     return BuiltinTask("yes_no", f"Is {a} greater than {b}? Answer yes or no.", "yes" if a > b else "no")
 
 
@@ -213,9 +212,7 @@ def _draw_list(kind: str) -> Callable[[random.Random, str], BuiltinTask]:
         items = rng.sample(CATEGORIES[category], spec.count + 2)
         right, too_many = items[: spec.count], items[: spec.count + rng.randint(1, 2)]
         inline = f"{_capitalize(', '.join(right))}."
-        rambling = (
-            f"Sure! Here are {NUMBER_WORDS[spec.count]} {category}: {', '.join(right[:-1])} and {right[-1]}."
-        )
+        rambling = f"Sure! Here are {NUMBER_WORDS[spec.count]} {category}: {', '.join(right[:-1])} and {right[-1]}."
         if kind == "numbered_list":
             chosen = "\n".join(f"{i}. {_capitalize(item)}" for i, item in enumerate(right, 1))
             numbered_too_many = "\n".join(f"{i}. {_capitalize(item)}" for i, item in enumerate(too_many, 1))
@@ -318,6 +315,7 @@ _CHECKS: dict[str, Callable[[BuiltinTask, str], tuple[bool, bool]]] = {
     "word_count": _check_word_count,
     "yes_no": _check_yes_no,
 }
+KINDS: tuple[str, ...] = tuple(_CHECKS)  # every task kind, in the order the families take turns
 
 _COUNTS = {word: n for n, word in NUMBER_WORDS.items()}
 # Prompt shapes, each with the spec builder that its groups feed; they mirror the *_spec functions above.
@@ -358,12 +356,17 @@ def verify(task: BuiltinTask | PreferenceRecord | str, completion: str) -> float
     against the category's word list, so an item outside it (a fruit not in CATEGORIES["fruits"]) counts as
     wrong.
     """
+    content_ok, format_ok = check(task, completion)
+    return (float(content_ok) + float(format_ok)) / 2
+
+
+def check(task: BuiltinTask | PreferenceRecord | str, completion: str) -> tuple[bool, bool]:
+    """(content right, format followed): the two halves `verify` averages, for reporting them apart."""
     if isinstance(task, PreferenceRecord):
         task = task.prompt[-1]["content"]
     if isinstance(task, str):
         task = task_from_prompt(task)
-    content_ok, format_ok = _CHECKS[task.kind](task, completion.strip())
-    return (float(content_ok) + float(format_ok)) / 2
+    return _CHECKS[task.kind](task, completion.strip())
 
 
 # Generation.
@@ -377,9 +380,7 @@ def _generate(n: int, seed: int, pool: str) -> list[BuiltinTask]:
     families, tasks, seen = list(_FAMILIES), [], set()
     while len(tasks) < n:
         if not families:
-            raise ConfigError(
-                f"the built-in set has {len(tasks)} distinct {pool} prompts; {n} were asked for"
-            )
+            raise ConfigError(f"the built-in set has {len(tasks)} distinct {pool} prompts; {n} were asked for")
         draw = families[len(tasks) % len(families)]
         task = next((t for t in (draw(rng, pool) for _ in range(_MAX_TRIES)) if t.prompt not in seen), None)
         if task is None:
@@ -413,9 +414,7 @@ def builtin_records(n: int, seed: int = 0) -> list[PreferenceRecord]:
     return [to_record(task, f"builtin:{i}") for i, task in enumerate(builtin_tasks(n, seed))]
 
 
-def builtin_split(
-    n_train: int, n_eval: int, seed: int = 0
-) -> tuple[list[PreferenceRecord], list[PreferenceRecord]]:
+def builtin_split(n_train: int, n_eval: int, seed: int = 0) -> tuple[list[PreferenceRecord], list[PreferenceRecord]]:
     """Train and held-out records whose prompts share no fact, list category or number above 9.
 
     Sources are "builtin:train:<index>" and "builtin:eval:<index>". About a quarter of the numbers, facts and

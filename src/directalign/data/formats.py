@@ -8,6 +8,10 @@ Schemas, by the name `load_records` reports:
 - hh-rlhf: Anthropic's `{chosen, rejected}` transcripts "\\n\\nHuman: ...\\n\\nAssistant: ..." that share
   every turn but the last; the shared turns become the prompt.
 - sharegpt: LLaMA-Factory's ranking form `{conversations: [{from, value}], chosen: {from, value}, rejected}`.
+- unpaired: KTO data, one completion with a thumbs-up/down `label` (see directalign.data.unpaired for the
+  spellings): TRL's `{prompt, completion, label}` (strings or message lists) or LLaMA-Factory's
+  `{messages, label}`, whose last assistant turn is the completion. Records have one response, no pairs and
+  `labels=[bool]`; unrated rows are skipped and counted.
 
 Files: .jsonl, .json (a list of rows, or {"train" | "data": [...]}), .csv, .parquet, the text formats also
 gzip-compressed (.jsonl.gz, .json.gz, .csv.gz), and folders written by `datasets`' save_to_disk. A row that
@@ -28,18 +32,21 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from directalign.data.types import Message, PreferenceRecord
+from directalign.data.unpaired import UnratedLabel, parse_label
 from directalign.errors import DataError
 
 CONVERSATIONAL = "conversational"
 TEXT = "text"
 HH_RLHF = "hh-rlhf"
 SHAREGPT = "sharegpt"
+UNPAIRED = "unpaired"
 
 SCHEMAS = {
     CONVERSATIONAL: "prompt/chosen/rejected message lists, or chosen/rejected message lists sharing a prefix",
     TEXT: "prompt/chosen/rejected strings",
     HH_RLHF: "chosen/rejected '\\n\\nHuman: ... \\n\\nAssistant: ...' transcripts",
     SHAREGPT: "conversations [{from, value}] with chosen/rejected {from, value}",
+    UNPAIRED: "prompt/completion/label or messages/label (KTO thumbs up/down)",
 }
 
 MAX_SKIPPED_EXAMPLES = 5
@@ -93,7 +100,11 @@ def records_from_rows(rows: Iterable[Any], source_name: str) -> LoadResult:
 
 def detect_schema(row: Any) -> str | None:
     """The schema a row looks like from its field names and types, or None; it may still fail to parse."""
-    if not isinstance(row, Mapping) or row.get("chosen") is None or row.get("rejected") is None:
+    if not isinstance(row, Mapping):
+        return None
+    if "label" in row and ("completion" in row or "messages" in row) and "chosen" not in row:
+        return UNPAIRED
+    if row.get("chosen") is None or row.get("rejected") is None:
         return None
     chosen, prompt = row["chosen"], row.get("prompt")
     if isinstance(row.get("conversations"), list):
@@ -124,13 +135,18 @@ def _parse_rows(numbered_rows: list[tuple[int, Any]], source: str) -> LoadResult
             if not isinstance(row, Mapping):
                 raise _SkipRow("row is not an object", "row")
             prompt, responses = parse(row)
-            _check_pair(prompt, responses)
+            if schema == UNPAIRED:
+                labels, pairs = [_label(row)], []
+                _check_responses(prompt, responses, ["completion"])
+            else:
+                labels, pairs = None, [(0, 1)]
+                _check_pair(prompt, responses)
         except _SkipRow as skip:
             skipped[skip.reason] += 1
             if len(examples) < MAX_SKIPPED_EXAMPLES:
                 examples.append(f"{place}: {skip.reason} ({skip.field_name})")
             continue
-        records.append(PreferenceRecord(prompt=prompt, responses=responses, source=place))
+        records.append(PreferenceRecord(prompt, responses, pairs=pairs, source=place, labels=labels))
     if not records:
         reasons = ", ".join(f"{reason} {count}" for reason, count in skipped.most_common())
         raise DataError(
@@ -149,12 +165,16 @@ def _no_schema_message(source: str, number: int, row: Any) -> str:
     return f"{source}: no row matches a preference schema ({expected}); fields of row {number}: {found}"
 
 
-def _check_pair(prompt: list[Message], responses: list[list[Message]]) -> None:
+def _check_responses(prompt: list[Message], responses: list[list[Message]], names: list[str]) -> None:
     if not prompt:
         raise _SkipRow("empty prompt", "prompt")
-    for response, name in zip(responses, ("chosen", "rejected"), strict=True):
+    for response, name in zip(responses, names, strict=True):
         if not any(message["content"].strip() for message in response):
             raise _SkipRow("empty response", name)
+
+
+def _check_pair(prompt: list[Message], responses: list[list[Message]]) -> None:
+    _check_responses(prompt, responses, ["chosen", "rejected"])
     if responses[0] == responses[1]:
         raise _SkipRow("chosen == rejected", "rejected")
 
@@ -252,11 +272,33 @@ def _parse_sharegpt(row: Mapping) -> tuple[list[Message], list[list[Message]]]:
     return prompt, responses
 
 
+def _label(row: Mapping) -> bool:
+    try:
+        return parse_label(row.get("label"))
+    except UnratedLabel as unrated:
+        raise _SkipRow("unrated", "label") from unrated
+    except ValueError as unknown:
+        raise _SkipRow("unrecognised label", "label") from unknown
+
+
+def _parse_unpaired(row: Mapping) -> tuple[list[Message], list[list[Message]]]:
+    if row.get("messages") is not None and row.get("completion") is None:
+        messages = _messages(row, "messages")
+        if len(messages) < 2 or messages[-1]["role"] != "assistant":
+            raise _SkipRow("messages do not end with an assistant turn after a prompt", "messages")
+        return messages[:-1], [messages[-1:]]
+    prompt, completion = _required(row, "prompt"), _required(row, "completion")
+    if isinstance(prompt, str) and isinstance(completion, str):
+        return [{"role": "user", "content": prompt}], [[{"role": "assistant", "content": completion}]]
+    return _messages(row, "prompt"), [_messages(row, "completion")]
+
+
 _PARSERS = {
     CONVERSATIONAL: _parse_conversational,
     TEXT: _parse_text,
     HH_RLHF: _parse_hh_rlhf,
     SHAREGPT: _parse_sharegpt,
+    UNPAIRED: _parse_unpaired,
 }
 
 

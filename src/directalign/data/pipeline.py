@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from directalign.data.types import PreferenceRecord, TokenizedRecord
+from directalign.data.types import Message, PreferenceRecord, TokenizedRecord
+from directalign.data.unpaired import records_for_loss
 
 
 @dataclass
@@ -14,6 +15,7 @@ class PreparedData:
     eval: list[TokenizedRecord]
     description: str
     notes: list[str] = field(default_factory=list)
+    eval_prompts: list[list[Message]] = field(default_factory=list)  # held-out prompts, for sampling
 
 
 def _load(path: str) -> tuple[list[PreferenceRecord], str, list[str]]:
@@ -54,6 +56,9 @@ def prepare_data(cfg, tokenizer) -> PreparedData:
             train, held = split_records(train, cfg.eval_split, cfg.seed)
         description = f"{cfg.data} (schema {schema}; {len(train)} train / {len(held)} held-out records)"
 
+    train, conversion_notes = records_for_loss(train, cfg.loss_type)
+    notes += conversion_notes
+
     def tok(records):
         result = tokenize_records(
             records,
@@ -70,7 +75,13 @@ def prepare_data(cfg, tokenizer) -> PreparedData:
             truncated = _truncation_note(result.stats)
             if truncated:
                 notes.append(f"{name}: {truncated}")
-    return PreparedData(train_tok.records, held_tok.records if held_tok else [], description, notes)
+    return PreparedData(
+        train_tok.records,
+        held_tok.records if held_tok else [],
+        description,
+        notes,
+        eval_prompts=[r.prompt for r in held],
+    )
 
 
 def _truncation_note(stats) -> str:

@@ -43,7 +43,7 @@ class TokenizedRecord:
     """Token ids of one record: the prompt once, then each response on its own.
 
     prompt_ids + response_ids[i] is exactly the token sequence the model sees for response i; the loss covers
-    response_ids only.
+    response_ids only. ref_logps[i], once precomputed, is the reference policy's log-prob of response i.
     """
 
     prompt_ids: list[int]
@@ -53,6 +53,7 @@ class TokenizedRecord:
     labels: list[bool] | None = None
     prompt_truncated: bool = False
     response_truncated: bool = False
+    ref_logps: list[float] | None = None
 
     @property
     def num_tokens(self) -> int:

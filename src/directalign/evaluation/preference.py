@@ -5,6 +5,10 @@
 - mean_margin: mean of that reward's chosen - rejected difference;
 - logp_accuracy: fraction of pairs where the policy's own log p(chosen) > log p(rejected), the classic
   before/after check that needs no reference.
+
+Unpaired (KTO) records have no pairs: there every (desirable, undesirable) combination of the held-out set counts
+as a pair, so both accuracies are the ROC AUC of the score separating the two classes (0.5 for an untrained
+policy), and mean_margin is the mean reward of the desirable examples minus that of the undesirable ones.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ def evaluate_preferences(
     layout: str = "shared",
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
+    if records and all(not r.pairs and r.labels is not None for r in records):
+        return _evaluate_unpaired(policy, records, pad_token_id, beta, reference, batch_size, layout, device)
     was_training = policy.training
     policy.eval()
     chosen, rejected, ref_chosen, ref_rejected, lengths = [], [], [], [], []
@@ -55,4 +61,43 @@ def evaluate_preferences(
         # A tie (margin exactly 0, as before any training) counts half: the model has no preference yet.
         result["implicit_accuracy"] = ((margins > 0).float() + 0.5 * (margins == 0).float()).mean().item()
         result["mean_margin"] = margins.mean().item()
+    return result
+
+
+def _pair_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Over every (desirable, undesirable) combination, the fraction ordered right (ties half): the ROC AUC."""
+    diff = scores[labels][:, None] - scores[~labels][None, :]
+    return ((diff > 0).float() + 0.5 * (diff == 0).float()).mean().item()
+
+
+def _evaluate_unpaired(policy, records, pad_token_id, beta, reference, batch_size, layout, device) -> dict:
+    was_training = policy.training
+    policy.eval()
+    logps, ref_logps, labels, lengths = [], [], [], []
+    for start in range(0, len(records), batch_size):
+        batch = build_batch(records[start : start + batch_size], pad_token_id, layout).to(device)
+        logps.append(sequence_logps(policy(batch), batch).float())
+        labels.append(batch.labels)
+        lengths.append(batch.response_lengths.float())
+        if reference is not None:
+            ref_logps.append(reference.sequence_logps(batch).float())
+    policy.train(was_training)
+    logps, labels = torch.cat(logps), torch.cat(labels).bool()
+    result = {
+        "n_desirable": int(labels.sum()),
+        "n_undesirable": int((~labels).sum()),
+        "mean_response_length": torch.cat(lengths).mean().item(),
+    }
+    rewards = beta * (logps - torch.cat(ref_logps)) if reference is not None else None
+    for name, mask in (("chosen", labels), ("rejected", ~labels)):
+        if mask.any():
+            result[f"logps_{name}"] = logps[mask].mean().item()
+            if rewards is not None:
+                result[f"rewards_{name}"] = rewards[mask].mean().item()
+    both = bool(labels.any()) and bool((~labels).any())
+    if both:
+        result["logp_accuracy"] = _pair_accuracy(logps, labels)
+    if rewards is not None and both:
+        result["implicit_accuracy"] = _pair_accuracy(rewards, labels)
+        result["mean_margin"] = result["rewards_chosen"] - result["rewards_rejected"]
     return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+from directalign.losses.grpo import GRPOLoss, group_advantages, grpo_loss
 from directalign.losses.kto import kto_auto_weights, kto_kl_anchor, kto_loss
 from directalign.losses.paired import dpo_loss, hinge_loss, implicit_rewards, ipo_loss, robust_dpo_loss
 from directalign.losses.reference_free import cpo_loss, nll_loss, orpo_loss, simpo_loss
@@ -34,10 +35,13 @@ LOSS_TYPES: dict[str, LossType] = {
 }
 
 __all__ = [
+    "GRPOLoss",
     "LOSS_TYPES",
     "LossType",
     "cpo_loss",
     "dpo_loss",
+    "group_advantages",
+    "grpo_loss",
     "hinge_loss",
     "implicit_rewards",
     "ipo_loss",

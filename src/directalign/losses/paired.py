@@ -56,9 +56,7 @@ def dpo_loss(
     does not. Worked check: pc, pr = -10, -15, rc, rr = -11, -14, beta = 0.1 gives h = 2 and
     loss = -log sigmoid(0.2) = 0.5981.
     """
-    logits = beta * _log_ratio_margin(
-        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
-    )
+    logits = beta * _log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     # logsigmoid rather than log(sigmoid(.)): finite for |beta * h| in the thousands and in its gradient.
     return -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
 
@@ -81,9 +79,7 @@ def robust_dpo_loss(
     """
     if bool(torch.any(torch.as_tensor(label_smoothing) >= 0.5)):
         raise ConfigError(f"robust DPO needs label_smoothing < 0.5, got {label_smoothing}")
-    logits = beta * _log_ratio_margin(
-        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
-    )
+    logits = beta * _log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     noisy = (1 - label_smoothing) * -F.logsigmoid(logits) - label_smoothing * -F.logsigmoid(-logits)
     return noisy / (1 - 2 * label_smoothing)
 

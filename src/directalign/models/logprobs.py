@@ -3,7 +3,22 @@
 The decoder runs over the batch once; only the hidden states that predict a response token are taken, and they
 go through the LM head in chunks inside a custom autograd function that recomputes each chunk's logits in the
 backward pass, so the (tokens x vocabulary) logits tensor is never held at once: with a 49k vocabulary that
-tensor, not the model, is what fills memory in DPO.
+tensor, not the model, is what fills memory in DPO. The head runs in fp32 even under bf16 autocast: a log-softmax
+over 49k logits rounded to bf16 (8 significant bits) would err by a few hundredths of a nat per token.
+
+Attention implementations and the layouts' masks (check_attention, attention_mask_for):
+- sdpa: per-record block attention (directalign.models.attention), which computes only the blocks the mask lets
+  through, the prompt with the fused causal kernel;
+- eager: the 4D mask as additive 0 / -inf floats;
+- flash_attention_2/3 (varlen kernels) take no arbitrary mask, only padding or packed sequences that transformers
+  detects from position_ids restarting at 0. That expresses independent causal sequences, i.e. the padded layout,
+  not a prompt shared by sibling responses, so they are accepted with layout "padded" only.
+- flex_attention: the GPU path for the shared and packed layouts is a BlockMask built from the 4D mask
+  (torch.nn.attention.flex_attention.create_block_mask with mask_mod = lambda b, h, q, kv: mask[b, 0, q, kv]), which
+  skips fully masked blocks (other records, sibling responses). It is not enabled: FlexAttention has no backward on
+  CPU and its CPU compile fails here, so it is untested; like any other implementation not listed above it is
+  accepted with layout "padded" only.
+Any other combination is refused with a ConfigError, never run with a mask the kernel would ignore.
 """
 
 from __future__ import annotations
@@ -14,6 +29,10 @@ import torch
 from torch import nn
 
 from directalign.data.batching import SequenceBatch
+from directalign.errors import ConfigError
+from directalign.models.attention import SEGMENT_ATTENTION, attention_implementation
+
+MASK_4D = ("sdpa", "eager")  # implementations tested with the shared and packed layouts' 4D masks
 
 
 class _ChunkedTokenLogProbs(torch.autograd.Function):
@@ -22,11 +41,10 @@ class _ChunkedTokenLogProbs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, chunk):
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-        for s in range(0, hidden.shape[0], chunk):
-            logits = _logits(hidden[s : s + chunk], weight, bias)
-            out[s : s + chunk] = logits.gather(1, labels[s : s + chunk, None]).squeeze(1) - logits.logsumexp(
-                1
-            )
+        with _no_autocast(hidden):
+            for s in range(0, hidden.shape[0], chunk):
+                logits = _logits(hidden[s : s + chunk], weight, bias)
+                out[s : s + chunk] = logits.gather(1, labels[s : s + chunk, None]).squeeze(1) - logits.logsumexp(1)
         ctx.save_for_backward(hidden, weight, bias, labels)
         ctx.chunk = chunk
         return out
@@ -38,29 +56,38 @@ class _ChunkedTokenLogProbs(torch.autograd.Function):
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
         grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
-        for s in range(0, hidden.shape[0], ctx.chunk):
-            h = hidden[s : s + ctx.chunk]
-            logits = _logits(h, weight, bias)
-            # d logp[label] / d logits = onehot(label) - softmax(logits)
-            g = -logits.softmax(1)
-            g.scatter_add_(1, labels[s : s + ctx.chunk, None], torch.ones_like(g[:, :1]))
-            g *= grad_out[s : s + ctx.chunk, None]
-            if need_h:
-                grad_h[s : s + ctx.chunk] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
-            if need_w:
-                grad_w += g.T @ h.float()
-            if need_b:
-                grad_b += g.sum(0)
+        with _no_autocast(hidden):
+            _chunked_backward(ctx.chunk, hidden, weight, bias, labels, grad_out, grad_h, grad_w, grad_b)
         grad_w = grad_w.to(weight.dtype) if need_w else None
         grad_b = grad_b.to(bias.dtype) if need_b else None
         return grad_h, grad_w, grad_b, None, None
 
 
+def _chunked_backward(chunk, hidden, weight, bias, labels, grad_out, grad_h, grad_w, grad_b) -> None:
+    for s in range(0, hidden.shape[0], chunk):
+        h = hidden[s : s + chunk]
+        logits = _logits(h, weight, bias)
+        # d logp[label] / d logits = onehot(label) - softmax(logits)
+        g = -logits.softmax(1)
+        g.scatter_add_(1, labels[s : s + chunk, None], torch.ones_like(g[:, :1]))
+        g *= grad_out[s : s + chunk, None]
+        if grad_h is not None:
+            grad_h[s : s + chunk] = (g @ weight.float()).to(hidden.dtype)
+        if grad_w is not None:
+            grad_w += g.T @ h.float()
+        if grad_b is not None:
+            grad_b += g.sum(0)
+
+
+def _no_autocast(tensor: torch.Tensor):
+    return torch.autocast(tensor.device.type, enabled=False)
+
+
 def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    logits = hidden @ weight.T.to(hidden.dtype)
+    logits = hidden.float() @ weight.T.float()
     if bias is not None and bias.numel():
-        logits = logits + bias.to(logits.dtype)
-    return logits.float()
+        logits = logits + bias.float()
+    return logits
 
 
 def token_logprobs(
@@ -69,8 +96,9 @@ def token_logprobs(
     """Log-prob of each label under `head`; chunk_size=None computes all logits at once (the plain reference)."""
     bias = head.bias if head.bias is not None else torch.empty(0, device=hidden.device)
     if chunk_size is None:
-        logits = _logits(hidden, head.weight, head.bias)
-        return logits.gather(1, labels[:, None]).squeeze(1) - logits.logsumexp(1)
+        with _no_autocast(hidden):
+            logits = _logits(hidden, head.weight, head.bias)
+            return logits.gather(1, labels[:, None]).squeeze(1) - logits.logsumexp(1)
     return _ChunkedTokenLogProbs.apply(hidden, head.weight, bias, labels, chunk_size)
 
 
@@ -85,15 +113,25 @@ def causal_lm(model: nn.Module) -> nn.Module:
             return model
 
 
-def attention_mask_for(model: nn.Module, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """SDPA takes the 4D boolean mask as it is; eager adds the mask to the scores, so it needs 0 / -inf floats."""
+def check_attention(impl: str | None, layout: str) -> None:
+    """Refuse an attention implementation that cannot express the layout's mask (see the module docstring)."""
+    impl = impl or "sdpa"
+    if layout == "padded" or impl in MASK_4D:
+        return
+    raise ConfigError(
+        f"attn_implementation {impl} cannot take the {layout} layout's mask (sibling responses share their prompt "
+        f"but must not see each other): use layout padded with {impl}, or attn_implementation sdpa or eager"
+    )
+
+
+def attention_mask_for(model: nn.Module, mask: torch.Tensor, dtype: torch.dtype):
+    """The layout's mask in the form the model's attention implementation takes (see the module docstring)."""
     if mask.dim() != 4:
         return mask
-    impl = getattr(causal_lm(model).config, "_attn_implementation", "sdpa")
+    impl = getattr(causal_lm(model).config, "_attn_implementation", "sdpa") or "sdpa"
+    check_attention(impl, "shared/packed")
     if impl == "eager":
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
-            ~mask, torch.finfo(dtype).min
-        )
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
     return mask
 
 
@@ -113,12 +151,18 @@ class ResponseLogProbs(nn.Module):
         lm = causal_lm(self.model)
         decoder, head = lm.get_decoder(), lm.get_output_embeddings()
         dtype = next(head.parameters()).dtype
-        hidden = decoder(
-            input_ids=batch.input_ids,
-            attention_mask=attention_mask_for(self.model, batch.attention_mask, dtype),
-            position_ids=batch.position_ids,
-            use_cache=False,
-        ).last_hidden_state
+        mask = attention_mask_for(self.model, batch.attention_mask, dtype)
+        impl, extra = lm.config._attn_implementation, {}
+        if batch.record_spans is not None and impl == "sdpa":
+            impl, extra = SEGMENT_ATTENTION, {"record_spans": batch.record_spans}
+        with attention_implementation(lm.config, impl):
+            hidden = decoder(
+                input_ids=batch.input_ids,
+                attention_mask=mask,
+                position_ids=batch.position_ids,
+                use_cache=False,
+                **extra,
+            ).last_hidden_state
         selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.gather_pos)
         return token_logprobs(selected, head, batch.gather_labels, self.chunk_size)
 

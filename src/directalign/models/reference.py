@@ -2,16 +2,31 @@
 
 - AdapterReference: the policy's own weights with its LoRA adapters disabled, so no second copy is in memory.
 - FrozenReference: a separate frozen model (full fine-tuning, or a reference other than the base).
+- CachedReference: log-probs computed once before training (`precompute_ref_log_probs`), carried by the records
+  into each batch, so training runs no reference forward at all. They are cached on disk under
+  DIRECTALIGN_HOME/ref-cache, keyed by everything they depend on (reference_cache_key), and so are reused across
+  epochs, runs and sweeps that share the reference, the data and the tokenisation.
 Reference-free losses (SimPO, ORPO, CPO) use none, and no reference is loaded or run for them.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
-from directalign.data.batching import SequenceBatch
+from directalign.data.batching import SequenceBatch, build_batch
+from directalign.data.types import TokenizedRecord
+from directalign.models.loading import directalign_home
 from directalign.models.logprobs import ResponseLogProbs, sequence_logps
 
 
@@ -38,3 +53,107 @@ class FrozenReference:
     @torch.no_grad()
     def sequence_logps(self, batch: SequenceBatch) -> torch.Tensor:
         return sequence_logps(self.scorer(batch), batch)
+
+
+class CachedReference:
+    """Reads the reference log-probs that records carry (see with_reference_logps) out of each batch; a batch of
+    other sequences (samples for a held-out KL) goes to `live`, the reference itself, when one is kept."""
+
+    def __init__(self, live: AdapterReference | FrozenReference | None = None):
+        self.live = live
+
+    def sequence_logps(self, batch: SequenceBatch) -> torch.Tensor:
+        if batch.ref_logps is not None:
+            return batch.ref_logps.to(batch.input_ids.device)
+        if self.live is None:
+            raise RuntimeError(
+                "these sequences have no precomputed reference log-probs and no live reference is kept "
+                "(full fine-tuning with precompute_ref_log_probs and kl_prompts 0)"
+            )
+        return self.live.sequence_logps(batch)
+
+
+def weights_fingerprint(model: torch.nn.Module, skip: str = "lora_") -> str:
+    """sha256 of every weight's name, dtype and bytes; names containing `skip` (the adapters a reference runs
+    without) are left out, and tied weights are hashed once."""
+    digest, seen = hashlib.sha256(), set()
+    for name, tensor in sorted(model.state_dict().items()):
+        if skip in name or tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def records_fingerprint(records: Sequence[TokenizedRecord]) -> str:
+    digest = hashlib.sha256()
+    for rec in records:
+        lengths = [len(rec.prompt_ids)] + [len(r) for r in rec.response_ids]
+        tokens = [rec.prompt_ids, *rec.response_ids]
+        digest.update(np.asarray(lengths + [t for ids in tokens for t in ids], dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def reference_cache_key(weights: str, records: Sequence[TokenizedRecord], **settings) -> str:
+    """One hash of the reference weights' fingerprint, the token ids and the settings that shape the log-probs
+    (model name, tokenizer, max lengths, precision); any change gives a new key, so a stale entry is never read."""
+    parts = {"weights": weights, "records": records_fingerprint(records), **settings}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+@torch.no_grad()
+def compute_reference_logps(
+    score: Callable[[SequenceBatch], torch.Tensor],
+    records: Sequence[TokenizedRecord],
+    *,
+    pad_token_id: int,
+    batch_size: int,
+    layout: str,
+    device: torch.device | str = "cpu",
+) -> list[list[float]]:
+    """Per-response log-probs of every record under `score` (batch -> (num_responses,)), batch_size records at once."""
+    out: list[list[float]] = []
+    for start in range(0, len(records), batch_size):
+        chunk = list(records[start : start + batch_size])
+        logps = score(build_batch(chunk, pad_token_id, layout).to(device)).float().cpu().tolist()
+        for rec in chunk:
+            out.append(logps[: len(rec.response_ids)])
+            logps = logps[len(rec.response_ids) :]
+    return out
+
+
+def cached_reference_logps(key: str, compute: Callable[[], list[list[float]]], num_responses: list[int]):
+    """The log-probs stored under `key`, or `compute()`'s, then stored (atomically: a reader never sees half a file).
+
+    Returns (log-probs per record, whether they came from the cache).
+    """
+    path = directalign_home() / "ref-cache" / f"{key}.safetensors"
+    if path.is_file():
+        stored = load_file(str(path))
+        if stored["num_responses"].tolist() == num_responses:
+            flat = stored["logps"].tolist()
+            bounds = np.cumsum([0, *num_responses]).tolist()
+            return [flat[a:b] for a, b in zip(bounds, bounds[1:], strict=False)], True
+    logps = compute()
+    _save_atomic(path, {
+        "logps": torch.tensor([x for rec in logps for x in rec], dtype=torch.float32),
+        "num_responses": torch.tensor(num_responses, dtype=torch.int64),
+    })
+    return logps, False
+
+
+def _save_atomic(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, staging)
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.unlink(staging)
+
+
+def with_reference_logps(records: Sequence[TokenizedRecord], logps: list[list[float]]) -> list[TokenizedRecord]:
+    return [dataclasses.replace(rec, ref_logps=lp) for rec, lp in zip(records, logps, strict=True)]

@@ -19,15 +19,26 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from directalign.data.batching import build_batch
+from directalign.data.batching import build_batch, token_budget_batches
 from directalign.data.pipeline import prepare_data
 from directalign.errors import TrainingError
 from directalign.evaluation.preference import evaluate_preferences
 from directalign.models.loading import load_model, load_tokenizer
 from directalign.models.logprobs import ResponseLogProbs, sequence_logps
-from directalign.models.reference import AdapterReference, FrozenReference
+from directalign.models.reference import (
+    AdapterReference,
+    CachedReference,
+    FrozenReference,
+    cached_reference_logps,
+    compute_reference_logps,
+    reference_cache_key,
+    weights_fingerprint,
+    with_reference_logps,
+)
 from directalign.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from directalign.training.config import TrainConfig
+from directalign.training.guard import RunGuard
+from directalign.training.kto import KTOObjective, kto_weights
 from directalign.training.metrics import MetricsWriter, RunningMean
 from directalign.training.objective import pair_loss, pair_metrics, pair_terms
 
@@ -39,6 +50,7 @@ class TrainResult:
     eval_before: dict | None
     eval_after: dict | None
     last_metrics: dict
+    stop_reason: str | None = None  # a health stop (kl_budget, early_stopping), in words
 
 
 def build_policy(cfg: TrainConfig):
@@ -58,25 +70,73 @@ def build_policy(cfg: TrainConfig):
 
 
 class MicroBatches:
-    """Deterministic micro-batch schedule: a function of (seed, step), so a resumed run sees the same data."""
+    """Deterministic micro-batch schedule: a function of (seed, step), so a resumed run sees the same data.
 
-    def __init__(self, n_records: int, batch_size: int, accumulation: int, seed: int, num_processes: int = 1):
-        self.n, self.seed = n_records, seed
+    Each epoch visits the records in a seeded permutation (in file order with shuffle=False), cut into global
+    micro-batches of batch_size records per process, or, with max_tokens, of as many consecutive records as fit in
+    max_tokens tokens per process (token_counts[i] is record i's).
+    """
+
+    def __init__(
+        self,
+        n_records: int,
+        batch_size: int,
+        accumulation: int,
+        seed: int,
+        num_processes: int = 1,
+        *,
+        shuffle: bool = True,
+        token_counts: list[int] | None = None,
+        max_tokens: int | None = None,
+    ):
+        self.n, self.seed, self.shuffle = n_records, seed, shuffle
         self.global_batch = batch_size * num_processes
         self.accumulation = accumulation
-        self.per_epoch = math.ceil(n_records / self.global_batch)
+        self.token_counts = token_counts
+        self.token_budget = None if max_tokens is None else max_tokens * num_processes
+        self._batches: tuple[int, list[list[int]]] | None = None  # the last epoch asked for, and its micro-batches
+        self._lengths: dict[int, int] = {}
+        self.per_epoch = len(self.epoch(0))
+
+    def epoch(self, epoch: int) -> list[list[int]]:
+        if self._batches is None or self._batches[0] != epoch:
+            order = np.random.default_rng(self.seed + epoch).permutation(self.n) if self.shuffle else np.arange(self.n)
+            order = order.tolist()
+            if self.token_budget is None:
+                batches = [order[j : j + self.global_batch] for j in range(0, self.n, self.global_batch)]
+            else:
+                batches = token_budget_batches(order, self.token_counts, self.token_budget)
+            self._batches = (epoch, batches)
+            self._lengths[epoch] = len(batches)
+        return self._batches[1]
+
+    def _length(self, epoch: int) -> int:
+        if self.token_budget is None:
+            return self.per_epoch
+        if epoch not in self._lengths:
+            self._lengths[epoch] = len(self.epoch(epoch))
+        return self._lengths[epoch]
+
+    def _locate(self, g: int) -> tuple[int, int]:
+        """(epoch, index within it) of the g-th micro-batch of the run."""
+        epoch = 0
+        while g >= self._length(epoch):
+            g -= self._length(epoch)
+            epoch += 1
+        return epoch, g
 
     def steps_for(self, epochs: float) -> int:
-        return max(1, math.ceil(epochs * self.per_epoch / self.accumulation))
+        whole = int(epochs)
+        micro = sum(self._length(e) for e in range(whole)) + (epochs - whole) * self._length(whole)
+        return max(1, math.ceil(micro / self.accumulation))
 
     def indices(self, step: int, micro: int) -> list[int]:
-        g = step * self.accumulation + micro
-        epoch, j = divmod(g, self.per_epoch)
-        order = np.random.default_rng(self.seed + epoch).permutation(self.n)
-        return order[j * self.global_batch : (j + 1) * self.global_batch].tolist()
+        epoch, j = self._locate(step * self.accumulation + micro)
+        return self.epoch(epoch)[j]
 
     def epoch_at(self, step: int) -> float:
-        return step * self.accumulation / self.per_epoch
+        epoch, j = self._locate(step * self.accumulation)
+        return epoch + j / self._length(epoch)
 
 
 def train(cfg: TrainConfig, on_step=None) -> TrainResult:
@@ -107,6 +167,9 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
         cfg.gradient_accumulation_steps,
         cfg.seed,
         accelerator.num_processes,
+        shuffle=cfg.train_sampling_strategy == "random",
+        token_counts=[r.num_tokens_unshared if cfg.layout == "padded" else r.num_tokens for r in data.train],
+        max_tokens=cfg.max_tokens_per_batch,
     )
     total_steps = cfg.max_steps if cfg.max_steps > 0 else schedule.steps_for(cfg.num_train_epochs)
     warmup = cfg.warmup_steps or int(round(cfg.warmup_ratio * total_steps))
@@ -115,9 +178,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     )
     policy, optimizer = accelerator.prepare(policy, optimizer)
     inner = accelerator.unwrap_model(policy)
-    reference = None
-    if cfg.needs_reference:
-        reference = AdapterReference(inner) if cfg.use_peft else FrozenReference.copy_of(inner.model)
+    reference = build_reference(cfg, inner, data, tokenizer, accelerator) if cfg.needs_reference else None
 
     start_step = 0
     checkpoints = list_checkpoints(out) if cfg.resume else []
@@ -129,6 +190,12 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    guard = RunGuard(cfg, data, tokenizer, inner, reference, metrics_file, log, accelerator.is_main_process)
+    kto = None
+    if cfg.loss_type == "kto":
+        weights = kto_weights(cfg, data.train)
+        log(weights.describe())
+        kto = KTOObjective(cfg, weights, tokenizer.pad_token_id)
 
     def evaluate(tag: str, step: int) -> dict | None:
         if not data.eval:
@@ -143,8 +210,10 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
             layout=cfg.layout,
             device=accelerator.device,
         )
+        result.update(guard.measure(tag, step))
         metrics_file.write({"step": step, "split": "eval", "tag": tag, **result})
         log(f"eval ({tag}, step {step}): " + ", ".join(f"{k} {v:.4g}" for k, v in result.items()))
+        guard.observe({"step": step, "split": "eval", "tag": tag, **result})
         return result
 
     eval_before = evaluate("before", 0) if cfg.eval_before_training and start_step == 0 else None
@@ -160,18 +229,28 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
         dynamic_ncols=True,
     )
     window_start, window_pairs, window_tokens = time.perf_counter(), 0, 0
+    row_budget = cfg.max_tokens_per_row or cfg.max_tokens_per_batch
     for step in range(start_step, total_steps):
-        for micro in range(cfg.gradient_accumulation_steps):
-            idx = schedule.indices(step, micro)[accelerator.process_index :: accelerator.num_processes]
-            records = [data.train[i] for i in idx]
-            batch = build_batch(records, tokenizer.pad_token_id, cfg.layout, cfg.max_tokens_per_row)
+        micro_batches = [
+            [data.train[i] for i in schedule.indices(step, m)[accelerator.process_index :: accelerator.num_processes]]
+            for m in range(cfg.gradient_accumulation_steps)
+        ]
+        # Every pair of the step weighs the same, however many pairs each micro-batch holds.
+        step_pairs = sum(len(r.labels) if kto else len(r.pairs) for records in micro_batches for r in records)
+        for records in micro_batches:
+            batch = build_batch(records, tokenizer.pad_token_id, cfg.layout, row_budget)
             batch = batch.to(accelerator.device)
-            with accelerator.autocast():
-                policy_logps = sequence_logps(policy(batch), batch)
-            ref_logps = reference.sequence_logps(batch) if reference is not None else None
-            terms = pair_terms(policy_logps.float(), ref_logps, batch)
-            loss, chosen_r, rejected_r = pair_loss(cfg, terms)
-            loss = loss.mean()
+            if kto is not None:  # unpaired examples, and a second, gradient-free pass for the KL estimate
+                with accelerator.autocast():
+                    pair_losses, step_metrics = kto(policy, reference, records, batch)
+            else:
+                with accelerator.autocast():
+                    policy_logps = sequence_logps(policy(batch), batch)
+                    ref_logps = reference.sequence_logps(batch) if reference is not None else None
+                terms = pair_terms(policy_logps.float(), ref_logps, batch)
+                pair_losses, chosen_r, rejected_r = pair_loss(cfg, terms)
+                step_metrics = pair_metrics(terms, pair_losses.mean(), chosen_r, rejected_r)
+            loss = pair_losses.mean()
             if not torch.isfinite(loss):
                 kept = list_checkpoints(out)
                 where = (
@@ -183,9 +262,9 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                     f"non-finite loss ({loss.item()}) at step {step + 1} on records "
                     f"{[r.source for r in records][:4]}; {where}. Lower learning_rate or beta."
                 )
-            accelerator.backward(loss / cfg.gradient_accumulation_steps)
-            running.add(pair_metrics(terms, loss, chosen_r, rejected_r))
-            window_pairs += int(batch.chosen_index.numel())
+            accelerator.backward(pair_losses.sum() / step_pairs)
+            running.add(step_metrics)
+            window_pairs += int(pair_losses.numel())
             window_tokens += batch.num_tokens
         grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
         optimizer.step()
@@ -206,12 +285,9 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                 "tokens_per_s": window_tokens / elapsed,
             }
             metrics_file.write(last)
-            bar.set_postfix(
-                loss=f"{last['loss']:.4f}",
-                acc=f"{last['rewards/accuracies']:.2f}",
-                margin=f"{last['rewards/margins']:.3f}",
-                pairs_s=f"{last['pairs_per_s']:.2f}",
-            )
+            guard.observe(last)
+            shown = {"loss": "loss", "acc": "rewards/accuracies", "margin": "rewards/margins", "kl": "kl"}
+            bar.set_postfix({k: f"{last[m]:.4g}" for k, m in shown.items() if last.get(m) is not None})
             window_start, window_pairs, window_tokens = time.perf_counter(), 0, 0
         if cfg.eval_steps and done % cfg.eval_steps == 0 and done < total_steps:
             evaluate("periodic", done)
@@ -226,11 +302,57 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
             )
         if on_step is not None:
             on_step(done, last)
+        if guard.should_stop:
+            break
     bar.close()
-    eval_after = evaluate("after", total_steps)
+    final_step = guard.finish(out, total_steps)
+    eval_after = evaluate("after", final_step)
     if accelerator.is_main_process:
         save_final(cfg, inner.model, tokenizer, out)
-    return TrainResult(out, total_steps, eval_before, eval_after, last)
+    return TrainResult(out, final_step, eval_before, eval_after, last, guard.stop_message)
+
+
+def build_reference(cfg: TrainConfig, inner: ResponseLogProbs, data, tokenizer, accelerator):
+    """The reference of the loss: the adapter-disabled policy or a frozen copy, run live on each batch; or, with
+    precompute_ref_log_probs, their log-probs computed once (or read from the cache) and attached to the records."""
+    if not cfg.precompute_ref_log_probs:
+        return AdapterReference(inner) if cfg.use_peft else FrozenReference.copy_of(inner.model)
+    # Full fine-tuning keeps no frozen copy unless the held-out KL samples need one: the policy before its first
+    # step (and before a checkpoint is loaded) scores the records.
+    if cfg.use_peft:
+        live = AdapterReference(inner)
+    else:
+        live = FrozenReference.copy_of(inner.model) if cfg.kl_prompts > 0 else None
+    weights = weights_fingerprint(inner.model)
+    was_training = inner.training
+    inner.eval()
+
+    @torch.no_grad()
+    def score(batch):
+        with accelerator.autocast():
+            return live.sequence_logps(batch) if live is not None else sequence_logps(inner(batch), batch)
+
+    for split in ("train", "eval"):
+        records = getattr(data, split)
+        if not records:
+            continue
+        key = reference_cache_key(
+            weights, records, model=cfg.model, tokenizer=[tokenizer.name_or_path, len(tokenizer)],
+            max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length, bf16=cfg.bf16,
+        )
+        logps, hit = cached_reference_logps(
+            key,
+            lambda records=records: compute_reference_logps(
+                score, records, pad_token_id=tokenizer.pad_token_id, batch_size=cfg.per_device_eval_batch_size,
+                layout=cfg.layout, device=accelerator.device,
+            ),
+            [len(r.response_ids) for r in records],
+        )
+        state = "read from the cache" if hit else "computed and cached"
+        accelerator.print(f"reference log-probs ({split}, {len(records)} records): {state} ({key})")
+        setattr(data, split, with_reference_logps(records, logps))
+    inner.train(was_training)
+    return CachedReference(live)
 
 
 def save_final(cfg: TrainConfig, model, tokenizer, out: Path) -> None:

@@ -1,0 +1,143 @@
+"""`directalign judge validate | pairs`: how far to trust a judge, and judge the pairs of a preference file.
+
+Thin: parse -> call directalign.judges -> print. A judge is "KIND:ARGUMENT" (judges.backends.judge_from_spec):
+openai:MODEL, local:MODEL, reward-model:DIR, reward:MODULE:FUNCTION or reward:FILE.py:FUNCTION; several
+--judge options vote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("judge", help="LLM-as-judge: validate a judge on human labels, judge pairs")
+    commands = p.add_subparsers(dest="judge_command", metavar="COMMAND")
+
+    v = commands.add_parser(
+        "validate",
+        help="agreement (raw, Cohen's kappa) of judges with human preferences",
+        description="Judge human-labelled pairs (both orders; chosen shown first or second at random) and report "
+        "each judge's agreement with the humans, and the judges' agreement with one another.",
+    )
+    v.add_argument("--human", required=True, help="pandalm:FOLDER, llmbar:FILE, or any preference file")
+    _judge_arguments(v)
+    v.add_argument("--limit", type=int, help="only the first N pairs")
+    v.add_argument("--bootstrap", type=int, default=1000, help="resamples for the kappa interval (0: none)")
+    v.add_argument("--json", action="store_true", help="print one JSON object")
+    v.set_defaults(func=run_validate)
+
+    j = commands.add_parser(
+        "pairs",
+        help="judge the chosen and rejected responses of a preference file; write the judge's pairs",
+        description="Rows where the judge names a winner are written with chosen = the judge's winner and "
+        "columns judge, judge_rationale, judge_confidence and agrees_with_data; ties and unparseable verdicts "
+        "are dropped and counted.",
+    )
+    j.add_argument("--data", required=True, help="preference file")
+    j.add_argument("--out", required=True, help="output .jsonl")
+    _judge_arguments(j)
+    j.add_argument("--limit", type=int, help="only the first N records")
+    j.set_defaults(func=run_pairs)
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+
+
+def _judge_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--judge", action="append", required=True, metavar="KIND:ARG", help="repeat to let judges vote")
+    p.add_argument("--base-url", default="http://localhost:8000/v1", help="of openai: judges")
+    p.add_argument("--api-key", default="EMPTY", help="of openai: judges")
+    p.add_argument("--tie-margin", type=float, default=0.0, help="local and score judges: a smaller lead is a tie")
+    p.add_argument("--batch-size", type=int, default=4, help="local and reward-model judges")
+    p.add_argument("--no-swap", action="store_true", help="judge one order only (no position debiasing)")
+    p.add_argument("--seed", type=int, default=0, help="of the order pairs are shown in")
+
+
+def judges_of(args: argparse.Namespace) -> list:
+    from directalign.judges.backends import judge_from_spec
+
+    return [judge_from_spec(s, args.base_url, args.api_key, args.tie_margin, args.batch_size) for s in args.judge]
+
+
+def human_pairs(spec: str, seed: int) -> list:
+    """Labelled pairs from "pandalm:FOLDER", "llmbar:FILE" or a preference file."""
+    from directalign.judges.validation import pairs_from_records, pandalm_pairs
+
+    kind, _, path = spec.partition(":")
+    if kind == "pandalm" and path:
+        return pandalm_pairs(path)
+    if kind == "llmbar" and path:
+        from directalign.quality.sources import llmbar_records
+
+        return pairs_from_records(llmbar_records(path), seed)
+    from directalign.data.formats import load_records
+
+    return pairs_from_records(load_records(spec).records, seed)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from directalign.judges.validation import validate_judges
+
+    pairs = human_pairs(args.human, args.seed)[: args.limit]
+    report = validate_judges(judges_of(args), pairs, swap=not args.no_swap, n_boot=args.bootstrap, seed=args.seed)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+        return 0
+    print(f"{len(pairs)} labelled pairs from {args.human}")
+    header = f"{'judge':<32}{'parsed':>8}{'ties':>6}{'flips':>7}  {'agreement [95% CI]':<24}{'kappa [95% CI]':<26}"
+    print(header + "decisive")
+    for v in report.validations:
+        agreement = f"{v.agreement:.3f} [{v.agreement_interval[0]:.3f}, {v.agreement_interval[1]:.3f}]"
+        kappa = f"{v.kappa:.3f} [{v.kappa_interval[0]:.3f}, {v.kappa_interval[1]:.3f}]"
+        print(
+            f"{v.judge:<32}{v.n_parsed:>8}{v.judge_ties:>6}{v.position_flips:>7}  {agreement:<24}{kappa:<26}"
+            f"{v.decisive_agreement:.3f}"
+        )
+    if report.judge_agreement.get("pairwise_kappa"):
+        print(
+            f"judges with one another: percent agreement {report.judge_agreement['percent_agreement']:.3f}, "
+            f"Fleiss' kappa {report.judge_agreement['fleiss_kappa']:.3f}"
+        )
+        for pair, kappa in report.judge_agreement["pairwise_kappa"].items():
+            print(f"  Cohen's kappa {pair}: {kappa:.3f}")
+    return 0
+
+
+def run_pairs(args: argparse.Namespace) -> int:
+    from directalign.data.formats import load_records
+    from directalign.judges.ensemble import JudgeEnsemble
+    from directalign.judges.synthetic import write_jsonl
+    from directalign.judges.validation import pairs_from_records
+
+    records = load_records(args.data).records[: args.limit]
+    pairs = pairs_from_records(records, args.seed)
+    ensemble = JudgeEnsemble(judges_of(args), swap=not args.no_swap)
+    result = ensemble.run([p.prompt for p in pairs], [p.response_a for p in pairs], [p.response_b for p in pairs])
+    rows, counts = [], {"A": 0, "B": 0, "tie": 0, None: 0}
+    for record, pair, judgement in zip(records, pairs, result.judgements, strict=True):
+        counts[judgement.winner] += 1
+        if judgement.winner not in ("A", "B"):
+            continue
+        shown = [[{"role": "assistant", "content": text}] for text in (pair.response_a, pair.response_b)]
+        chosen, rejected = shown if judgement.winner == "A" else shown[::-1]
+        rows.append(
+            {
+                "prompt": record.prompt,
+                "chosen": chosen,
+                "rejected": rejected,
+                "judge": ensemble.name,
+                "judge_rationale": judgement.rationale,
+                "judge_chosen_position": judgement.winner,
+                "judge_confidence": judgement.confidence,
+                "agrees_with_data": judgement.winner == pair.human,
+            }
+        )
+    write_jsonl(rows, args.out)
+    agree = sum(row["agrees_with_data"] for row in rows)
+    print(
+        f"{len(pairs)} pairs judged: {len(rows)} written to {args.out}, {counts['tie']} ties "
+        f"({sum(j.position_flip for j in result.judgements)} from order flips), {counts[None]} unparseable"
+    )
+    if rows:
+        print(f"the judge agrees with the file's label on {agree} of {len(rows)} ({agree / len(rows):.1%})")
+    return 0

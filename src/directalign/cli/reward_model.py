@@ -1,0 +1,156 @@
+"""`directalign reward-model train | score`: train a Bradley-Terry reward model, score preference data with it.
+
+Thin: parse -> call directalign.reward_models -> print. Every RewardModelConfig field is a `train` flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+
+from directalign.errors import DataError
+from directalign.reward_models.bradley_terry import RewardModelConfig
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("reward-model", help="train a Bradley-Terry reward model, or score data with one")
+    commands = p.add_subparsers(dest="reward_model_command", metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="train on preference pairs (LoRA by default)",
+        description="Bradley-Terry reward model: the policy's architecture with a one-output score head, "
+        "loss -log sigmoid(r_chosen - r_rejected - margin). Writes metrics.jsonl and reward_model/.",
+    )
+    hints = typing.get_type_hints(RewardModelConfig)
+    for f in dataclasses.fields(RewardModelConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        convert = _converter(hints[f.name])
+        train.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=convert,
+            metavar=convert.__name__.upper(),
+            default=None,
+            help=f"default: {','.join(default) if isinstance(default, list) else default}",
+        )
+    train.set_defaults(func=run_train)
+
+    score = commands.add_parser(
+        "score",
+        help="score a preference file (accuracy, margins) or prompt/response rows",
+        description="A preference file gets each pair's chosen and rejected scores, held-out accuracy and mean "
+        "margin; rows of prompt and response (or completion) get one score each.",
+    )
+    score.add_argument("--model", required=True, help="a `reward-model train` output folder")
+    score.add_argument("--data", required=True, help="preference file, or rows with prompt and response")
+    score.add_argument("--limit", type=int, help="only the first N rows")
+    score.add_argument("--batch-size", type=int, default=8)
+    score.add_argument("--out", help="write the rows with their scores (.jsonl)")
+    score.add_argument("--json", action="store_true", help="print one JSON object")
+    score.set_defaults(func=run_score)
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from directalign.reward_models.bradley_terry import train_reward_model
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RewardModelConfig)}
+    cfg = RewardModelConfig(**{key: value for key, value in values.items() if value is not None})
+    result = train_reward_model(cfg)
+    print(f"reward model: {result.model_dir} ({result.steps} steps; metrics in {result.output_dir / 'metrics.jsonl'})")
+    before, after = result.eval_before, result.eval_after
+    if after:
+        print(f"{'held-out':<14}{'before':>10}{'after':>10}")
+        for key in ("accuracy", "mean_margin", "loss"):
+            b = f"{before[key]:.3f}" if before else "-"
+            print(f"{key:<14}{b:>10}{after[key]:>10.3f}")
+        print(f"{'n_pairs':<14}{'':>10}{after['n_pairs']:>10}")
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from directalign.data.formats import load_records, read_rows
+    from directalign.judges.synthetic import write_jsonl
+    from directalign.reward_models.scoring import RewardModel
+
+    model = RewardModel.load(args.model, batch_size=args.batch_size)
+    try:
+        records = load_records(args.data).records[: args.limit]
+    except DataError:
+        records = None
+    if records is None:
+        rows = [row for _, row in read_rows(_path(args.data), None)][: args.limit]
+        prompts, responses = _prompt_response(rows, args.data)
+        scores = model.score(prompts, responses)
+        out_rows = [{**row, "score": s} for row, s in zip(rows, scores, strict=True)]
+        summary = {"n_rows": len(scores), "mean_score": sum(scores) / len(scores)}
+    else:
+        chosen, rejected = model.score_records(records)
+        margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
+        out_rows = [
+            {"prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected, "score_chosen": c, "score_rejected": s}
+            for r, c, s in zip(records, chosen, rejected, strict=True)
+        ]
+        summary = {
+            "n_pairs": len(margins),
+            "accuracy": sum(m > 0 for m in margins) / len(margins),
+            "mean_margin": sum(margins) / len(margins),
+        }
+    if args.out:
+        write_jsonl(out_rows, args.out)
+        summary["out"] = args.out
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            print(f"{key:<14}{value:>10.4f}" if isinstance(value, float) else f"{key:<14}{value:>10}")
+    return 0
+
+
+def _prompt_response(rows: list, source: str) -> tuple[list, list]:
+    prompts, responses = [], []
+    for number, row in enumerate(rows, start=1):
+        response = row.get("response", row.get("completion")) if isinstance(row, dict) else None
+        if response is None or row.get("prompt") is None:
+            raise DataError(
+                f"{source}:{number}: neither a preference row nor a row with prompt and response (or completion)"
+            )
+        prompts.append(row["prompt"])
+        responses.append(response)
+    if not rows:
+        raise DataError(f"{source}: no rows")
+    return prompts, responses
+
+
+def _path(value: str) -> Path:
+    path = Path(value)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    return path
+
+
+def _converter(hint: object):
+    """argparse type for a config field: bools from true/false, lists from commas, "none" for optionals."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args and optional else hint
+
+    def convert(text: str):
+        if optional and text.lower() in ("none", "null"):
+            return None
+        if base is bool:
+            if text.lower() in ("true", "1", "yes", "on"):
+                return True
+            if text.lower() in ("false", "0", "no", "off"):
+                return False
+            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+        if typing.get_origin(base) is list:
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return base(text)  # a ValueError becomes argparse's "invalid <type> value" message
+
+    convert.__name__ = "list" if typing.get_origin(base) is list else getattr(base, "__name__", "value")
+    return convert

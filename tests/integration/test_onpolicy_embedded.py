@@ -1,0 +1,57 @@
+"""KTO, online DPO, iterative DPO (the demo) and GRPO on the real embedded SmolLM2-135M-Instruct, a few steps each."""
+
+import math
+
+import pytest
+
+from directalign.cli.main import main
+from directalign.training.metrics import read_metrics
+from tests.conftest import shared_data_dir
+
+pytestmark = pytest.mark.integration
+
+SMALL = ["--builtin-train-prompts", "4", "--builtin-eval-prompts", "3", "--per-device-train-batch-size", "2",
+         "--num-generations", "3", "--max-new-tokens", "8", "--kl-prompts", "2", "--kl-samples", "1"]
+
+
+def train_events(folder):
+    return [e for e in read_metrics(folder / "metrics.jsonl") if e["split"] == "train"]
+
+
+def test_kto_on_the_llamafactory_kto_file(tmp_path, capsys):
+    data = shared_data_dir() / "llamafactory-kto-en-demo" / "kto_en_demo.json"
+    if not data.is_file():
+        pytest.skip(f"shared data not found at {data}")
+    out = tmp_path / "kto"
+    code = main(["train", "--loss-type", "kto", "--data", str(data), "--output-dir", str(out), "--max-steps", "2",
+                 "--logging-steps", "1", "--per-device-train-batch-size", "2", "--max-length", "192",
+                 "--max-prompt-length", "128", "--eval-split", "0.02", "--undesirable-weight", "auto",
+                 "--kl-prompts", "0", "--save-steps", "0", "--learning-rate", "1e-4"])
+    assert code == 0
+    assert "KTO: 147 desirable / 147 undesirable" in capsys.readouterr().out  # 300 rows, 6 held out, balanced
+    events = train_events(out)
+    assert len(events) == 2 and all(math.isfinite(e["loss"]) and e["kl"] >= 0 for e in events)
+    assert events[0]["loss"] == pytest.approx(0.5, abs=1e-5)  # policy == reference at step 1: sigmoid(0)
+
+
+def test_online_dpo_two_steps(tmp_path, capsys):
+    out = tmp_path / "online"
+    assert main(["online-dpo", "--output-dir", str(out), "--max-steps", "2", *SMALL]) == 0
+    assert "held-out" in capsys.readouterr().out
+    events = train_events(out)
+    assert len(events) == 2 and all(0 <= e["reward"] <= 1 for e in events)
+
+
+def test_grpo_two_steps(tmp_path):
+    out = tmp_path / "grpo"
+    assert main(["grpo", "--output-dir", str(out), "--max-steps", "2", "--beta", "0.04", *SMALL]) == 0
+    events = train_events(out)
+    assert len(events) == 2 and events[-1]["kl"] >= 0 and "frac_reward_zero_std" in events[-1]
+
+
+def test_demo_runs_one_round_and_prints_the_table(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--output-dir", str(out), "--num-rounds", "1", "--prompts-per-round", "4", *SMALL]) == 0
+    printed = capsys.readouterr().out
+    assert "round  reward" in printed and "held-out reward" in printed
+    assert (out / "round_1" / "pairs.jsonl").is_file() and (out / "model" / "config.json").is_file()
