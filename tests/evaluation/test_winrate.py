@@ -87,12 +87,18 @@ class LengthJudge:
     name, order_invariant = "length", False
 
     def judge(self, prompts, responses_a, responses_b):
-        return [Verdict(None) if "??" in a + b else Verdict("A" if len(a) > len(b) else "B" if len(b) > len(a)
-                                                           else "tie") for a, b in zip(responses_a, responses_b)]
+        return [self.verdict(a, b) for a, b in zip(responses_a, responses_b, strict=True)]
+
+    @staticmethod
+    def verdict(a, b):
+        if "??" in a + b:
+            return Verdict(None)
+        return Verdict("A" if len(a) > len(b) else "B" if len(b) > len(a) else "tie")
 
 
 def test_a_pairwise_judge_object_is_judged_in_both_orders():
-    scores = judge_scores(LengthJudge(), ["p"] * 4, ["long answer", "x", "same", "??"], ["short", "longer", "same", "y"])
+    ours, theirs = ["long answer", "x", "same", "??"], ["short", "longer", "same", "y"]
+    scores = judge_scores(LengthJudge(), ["p"] * 4, ours, theirs)
     assert scores == [1.0, 0.0, 0.5, None]
 
 

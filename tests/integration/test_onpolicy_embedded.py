@@ -28,10 +28,15 @@ def test_kto_on_the_llamafactory_kto_file(tmp_path, capsys):
                  "--max-prompt-length", "128", "--eval-split", "0.02", "--undesirable-weight", "auto",
                  "--kl-prompts", "0", "--save-steps", "0", "--learning-rate", "1e-4"])
     assert code == 0
-    assert "KTO: 147 desirable / 147 undesirable" in capsys.readouterr().out  # 300 rows, 6 held out, balanced
+    # 300 rows, 6 held out by the seeded split: 145 desirable and 149 undesirable left, so lambda_D = 149 / 145.
+    assert "KTO: 145 desirable / 149 undesirable examples; desirable_weight 1.028" in capsys.readouterr().out
     events = train_events(out)
     assert len(events) == 2 and all(math.isfinite(e["loss"]) and e["kl"] >= 0 for e in events)
-    assert events[0]["loss"] == pytest.approx(0.5, abs=1e-5)  # policy == reference at step 1: sigmoid(0)
+    first = events[0]
+    assert first["weights/desirable"] == pytest.approx(149 / 145) and first["weights/undesirable"] == 1.0
+    # Step 1: policy == reference, so each example's loss is its weight times sigmoid(0) = 1/2.
+    n_d, n_u = first["count/desirable"], first["count/undesirable"]
+    assert first["loss"] == pytest.approx(0.5 * (n_d * 149 / 145 + n_u) / (n_d + n_u), abs=1e-5)
 
 
 def test_online_dpo_two_steps(tmp_path, capsys):

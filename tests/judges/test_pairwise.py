@@ -72,3 +72,23 @@ def test_probabilities_average_over_both_orders():
     assert judgement.winner == "A" and judgement.prob_a == pytest.approx((0.9 + 0.6) / 2)
     flipped = resolve(Verdict("A", prob_a=0.7), mirror(Verdict("A", prob_a=0.6)))
     assert flipped.winner == "tie" and flipped.position_flip and flipped.prob_a == pytest.approx(0.55)
+
+
+def test_mean_probability_rule_keeps_the_content_signal_of_a_position_leaning_judge():
+    # Always leaning to the first position, a little less when the worse response is first.
+    forward, swapped = Verdict("A", prob_a=0.8), Verdict("A", prob_a=0.7)
+    flip_tie = resolve(forward, mirror(swapped))
+    mean = resolve(forward, mirror(swapped), rule="mean-probability")
+    assert (flip_tie.winner, mean.winner) == ("tie", "A")
+    assert mean.position_flip and mean.prob_a == pytest.approx(0.55) and mean.confidence == pytest.approx(0.55)
+    # for verdicts without probabilities the two rules agree
+    for pair in [("A", "B"), ("A", "A"), ("tie", "B"), ("tie", "tie")]:
+        verdicts = [Verdict(pair[0]), mirror(Verdict(pair[1]))]
+        assert resolve(*verdicts).winner == resolve(*verdicts, rule="mean-probability").winner
+
+
+def test_unknown_rule_is_a_config_error():
+    from directalign.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown rule 'vote'"):
+        judge_pairs(ScriptedJudge({}), [], [], [], rule="vote")

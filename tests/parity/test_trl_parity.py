@@ -52,7 +52,7 @@ def trl_run(tmp_path_factory):
         bf16=False,
         use_cpu=True,
         report_to="none",
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         train_sampling_strategy="sequential",
         dataset_num_proc=None,
     )

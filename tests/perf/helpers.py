@@ -7,7 +7,8 @@ import torch
 from directalign.data.types import TokenizedRecord
 
 
-def random_records(seed: int = 0, n: int = 4, k: int = 2, vocab: int = 128, max_prompt: int = 12, max_response: int = 9):
+def random_records(seed: int = 0, n: int = 4, k: int = 2, vocab: int = 128,
+                   max_prompt: int = 12, max_response: int = 9):
     """n records of k responses each, every pair (a, b) with a < b; prompts of 1..max_prompt-1 tokens."""
     g = torch.Generator().manual_seed(seed)
     records = []

@@ -10,6 +10,7 @@ from directalign.training.sweep import (
     Param,
     SweepSettings,
     _requeue_stale,
+    collect_results,
     format_results,
     parse_param,
     run_sweep,
@@ -52,6 +53,16 @@ def test_a_stale_running_trial_is_failed_and_queued_again():
     states = [t.state.name for t in study.get_trials()]
     assert states == ["FAIL", "WAITING"]
     assert study.get_trials()[1].params == {} and study.get_trials()[1].system_attrs["fixed_params"] == trial.params
+
+
+def test_equal_metrics_rank_by_the_lower_kl():
+    study = optuna.create_study(direction="maximize")
+    beta = optuna.distributions.FloatDistribution(0.1, 0.5)
+    for b, value, kl in [(0.1, 1.0, 3.0), (0.2, 1.0, 0.5), (0.3, 0.8, 0.1)]:
+        study.add_trial(optuna.trial.create_trial(params={"beta": b}, distributions={"beta": beta}, value=value,
+                                                  user_attrs={"eval": {"kl": kl}}))
+    results = collect_results(study, "implicit_accuracy", "maximize", "grid", "memory")
+    assert [t["rank"] for t in results["trials"]] == [2, 1, 3] and results["best_trial"] == 1
 
 
 def test_grid_sweep_resumes_reuses_the_reference_cache_and_ranks(tiny_model_dir, tmp_path, monkeypatch, capsys):

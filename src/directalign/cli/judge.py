@@ -50,6 +50,12 @@ def _judge_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tie-margin", type=float, default=0.0, help="local and score judges: a smaller lead is a tie")
     p.add_argument("--batch-size", type=int, default=4, help="local and reward-model judges")
     p.add_argument("--no-swap", action="store_true", help="judge one order only (no position debiasing)")
+    p.add_argument(
+        "--rule",
+        choices=("flip-tie", "mean-probability"),
+        default="flip-tie",
+        help="how the verdicts on both orders combine (default flip-tie: a flip is a tie)",
+    )
     p.add_argument("--seed", type=int, default=0, help="of the order pairs are shown in")
 
 
@@ -79,7 +85,9 @@ def run_validate(args: argparse.Namespace) -> int:
     from directalign.judges.validation import validate_judges
 
     pairs = human_pairs(args.human, args.seed)[: args.limit]
-    report = validate_judges(judges_of(args), pairs, swap=not args.no_swap, n_boot=args.bootstrap, seed=args.seed)
+    report = validate_judges(
+        judges_of(args), pairs, swap=not args.no_swap, n_boot=args.bootstrap, seed=args.seed, rule=args.rule
+    )
     if args.json:
         print(json.dumps(report.to_dict()))
         return 0
@@ -111,7 +119,7 @@ def run_pairs(args: argparse.Namespace) -> int:
 
     records = load_records(args.data).records[: args.limit]
     pairs = pairs_from_records(records, args.seed)
-    ensemble = JudgeEnsemble(judges_of(args), swap=not args.no_swap)
+    ensemble = JudgeEnsemble(judges_of(args), swap=not args.no_swap, rule=args.rule)
     result = ensemble.run([p.prompt for p in pairs], [p.response_a for p in pairs], [p.response_b for p in pairs])
     rows, counts = [], {"A": 0, "B": 0, "tie": 0, None: 0}
     for record, pair, judgement in zip(records, pairs, result.judgements, strict=True):

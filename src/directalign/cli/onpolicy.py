@@ -67,7 +67,7 @@ def summary(result) -> str:
         before = result.eval_before or {}
         lines.append(f"{'held-out':<26}{'before':>10}{'after':>10}")
         for key, value in result.eval_after.items():
-            if isinstance(value, float):
+            if isinstance(value, float) and not key.endswith("_time_s"):
                 b = f"{before[key]:.3f}" if key in before else "-"
                 lines.append(f"{key:<26}{b:>10}{value:>10.3f}")
     return "\n".join(lines)

@@ -45,6 +45,12 @@ def register(subparsers) -> None:
     p.add_argument("--tie-margin", type=float, default=0.0, help="local and score judges: a smaller lead is a tie")
     p.add_argument("--batch-size", type=int, default=4, help="generation and local judges")
     p.add_argument("--no-swap", action="store_true", help="judge one order only (no position debiasing)")
+    p.add_argument(
+        "--rule",
+        choices=("flip-tie", "mean-probability"),
+        default="flip-tie",
+        help="how the verdicts on both orders combine (default flip-tie: a flip is a tie)",
+    )
     p.add_argument("--limit", type=int, help="only the first N prompts")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -71,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         pairing=args.pairing,
         seed=args.seed,
         swap=not args.no_swap,
+        rule=args.rule,
     )
     write_jsonl(result.rows, args.out)
     s = result.stats

@@ -5,7 +5,8 @@
   the prompt and itself but not the other responses, and position ids restart after the prompt for each response,
   so the per-response log-probs equal the padded layout's while the prompt is computed once.
 - "packed": like "shared", with several records placed in one row up to a token budget (block-diagonal mask), so
-  that almost no compute goes to padding. With micro-batches formed by a token budget (token_budget_batches,
+  that almost no compute goes to padding; with sdpa, attention runs per record (directalign.models.attention), so a
+  long row costs no attention across records. With micro-batches formed by a token budget (token_budget_batches,
   the `max_tokens_per_batch` option), each micro-batch is one such row of about the same size.
 
 Whatever the layout, the batch carries the flat positions whose hidden states predict a response token
@@ -15,6 +16,7 @@ the log-prob code never needs to know the layout. Only these positions go throug
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -126,7 +128,7 @@ def _pack_rows(records: list[TokenizedRecord], budget: int | None) -> list[list[
 def _assemble(records, rows, pad_token_id: int, use_4d_mask: bool) -> SequenceBatch:
     # Response numbering is record order, then response order, whatever the layout.
     counts = [len(rec.response_ids) for rec in records]
-    first_response = [sum(counts[:i]) for i in range(len(records))]
+    first_response = [0, *itertools.accumulate(counts)][:-1]
 
     row_tokens, row_positions, row_segments, row_spans = [], [], [], []
     gather_row, gather_at, gather_labels, gather_response = [], [], [], []

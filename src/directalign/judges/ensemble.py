@@ -35,16 +35,19 @@ class EnsembleResult:
 
 
 class JudgeEnsemble:
-    """Judges that vote; judge names must be unique. One judge gives exactly its own debiased judgements."""
+    """Judges that vote; judge names must be unique. One judge gives exactly its own debiased judgements.
 
-    def __init__(self, judges: Sequence[PairwiseJudge], swap: bool = True):
+    swap and rule go to pairwise.judge_pairs for every judge.
+    """
+
+    def __init__(self, judges: Sequence[PairwiseJudge], swap: bool = True, rule: str = "flip-tie"):
         if not judges:
             raise ConfigError("a judge ensemble needs at least one judge")
         names = [judge.name for judge in judges]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ConfigError(f"judge names must be unique; repeated: {', '.join(repeated)}")
-        self.judges, self.swap = list(judges), swap
+        self.judges, self.swap, self.rule = list(judges), swap, rule
 
     @property
     def name(self) -> str:
@@ -53,7 +56,9 @@ class JudgeEnsemble:
     def run(
         self, prompts: Sequence[list[Message] | str], responses_a: Sequence, responses_b: Sequence
     ) -> EnsembleResult:
-        per_judge = {j.name: judge_pairs(j, prompts, responses_a, responses_b, self.swap) for j in self.judges}
+        per_judge = {
+            j.name: judge_pairs(j, prompts, responses_a, responses_b, self.swap, self.rule) for j in self.judges
+        }
         if len(per_judge) == 1:
             ((name, judgements),) = per_judge.items()
             for judgement in judgements:

@@ -3,13 +3,17 @@
 LLM judges favour a position (often the first response) on pairs they find hard (Zheng et al. 2023,
 "Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena", sec. 3.3; Wang et al. 2023, "Large Language Models
 are not Fair Evaluators"). Each pair is therefore judged as (A, B) and as (B, A); the swapped verdict is mapped
-back to the caller's order, and:
+back to the caller's order. prob_a averages the two orders' probabilities that A is better (1, 0 or 0.5 for a
+judge that only names a winner). Rule "flip-tie" (the default):
 - both orders name the same winner: that winner;
 - one order says tie, the other names a winner: that winner;
-- the two orders name different winners (the verdict follows the position, not the responses): tie;
-- either order is unparseable: unparseable (winner None), never a guess.
-prob_a averages the two orders' probabilities that A is better (1, 0 or 0.5 for a judge that only names a
-winner), and confidence is the averaged probability of the winner, 0.5 for a tie.
+- the two orders name different winners (the verdict follows the position, not the responses): tie.
+Rule "mean-probability" decides by prob_a instead: A above 0.5, B below, a tie at 0.5, Wang et al.'s balanced
+position calibration. For judges that only name a winner the two rules agree; for judges that give a
+probability (the local log-prob judge), it keeps the content signal of a judge that leans to one position on
+every pair, where "flip-tie" would make every such pair a tie. Under both rules, either order unparseable
+makes the pair unparseable (winner None), never a guess, and confidence is the averaged probability of the
+winner, 0.5 for a tie.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from directalign.data.types import Message
+from directalign.errors import ConfigError
 from directalign.judges.base import PairwiseJudge, Verdict, check_pairs
 
 _POINT_PROBABILITY = {"A": 1.0, "B": 0.0, "tie": 0.5}
+RULES = ("flip-tie", "mean-probability")
 
 
 @dataclass
@@ -54,14 +60,17 @@ def judge_pairs(
     responses_a: Sequence,
     responses_b: Sequence,
     swap: bool = True,
+    rule: str = "flip-tie",
 ) -> list[PairJudgement]:
     """Judge every pair, in both orders unless swap=False or the judge is order-invariant, and resolve."""
     check_pairs(prompts, responses_a, responses_b)
+    if rule not in RULES:
+        raise ConfigError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
     forward = judge.judge(prompts, responses_a, responses_b)
     if not swap or judge.order_invariant:
-        return [resolve(verdict) for verdict in forward]
+        return [resolve(verdict, rule=rule) for verdict in forward]
     swapped = judge.judge(prompts, responses_b, responses_a)
-    return [resolve(f, mirror(s)) for f, s in zip(forward, swapped, strict=True)]
+    return [resolve(f, mirror(s), rule) for f, s in zip(forward, swapped, strict=True)]
 
 
 def mirror(verdict: Verdict) -> Verdict:
@@ -71,16 +80,18 @@ def mirror(verdict: Verdict) -> Verdict:
     return Verdict(winner, verdict.rationale, prob_a, verdict.raw)
 
 
-def resolve(forward: Verdict, swapped: Verdict | None = None) -> PairJudgement:
-    """One judgement from the verdicts on both orders (swapped already mirrored), by the module's rules."""
+def resolve(forward: Verdict, swapped: Verdict | None = None, rule: str = "flip-tie") -> PairJudgement:
+    """One judgement from the verdicts on both orders (swapped already mirrored), by `rule` (module docstring)."""
     verdicts = [forward] if swapped is None else [forward, swapped]
     if any(v.winner is None for v in verdicts):
         return PairJudgement(None, None, "", False, verdicts)
-    winners = {v.winner for v in verdicts}
-    decisive = winners - {"tie"}
+    decisive = {v.winner for v in verdicts} - {"tie"}
     flip = len(decisive) > 1
-    winner = "tie" if flip or not decisive else decisive.pop()
     prob_a = sum(v.prob_a if v.prob_a is not None else _POINT_PROBABILITY[v.winner] for v in verdicts) / len(verdicts)
+    if rule == "mean-probability":
+        winner = "A" if prob_a > 0.5 else "B" if prob_a < 0.5 else "tie"
+    else:
+        winner = "tie" if flip or not decisive else decisive.pop()
     return PairJudgement(winner, prob_a, forward.rationale, flip, verdicts)
 
 

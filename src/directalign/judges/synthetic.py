@@ -74,13 +74,14 @@ def build_preferences(
     pairing: str = "best-vs-worst",
     seed: int | None = 0,
     swap: bool = True,
+    rule: str = "flip-tie",
 ) -> SynthResult:
     """Sample, judge and pair (module docstring); judge may be one judge, several (they vote) or an ensemble."""
     if pairing not in PAIRINGS:
         raise ConfigError(f"pairing must be one of {', '.join(PAIRINGS)}, got {pairing!r}")
     if not temperatures:
         raise ConfigError("give at least one sampling temperature")
-    ensemble = judge if isinstance(judge, JudgeEnsemble) else JudgeEnsemble(_as_list(judge), swap)
+    ensemble = judge if isinstance(judge, JudgeEnsemble) else JudgeEnsemble(_as_list(judge), swap, rule)
     conversations = [as_messages(p) for p in prompts]
     stats = SynthStats(prompts=len(conversations))
     candidates = _sample(conversations, generator, temperatures, samples_per_temperature, max_new_tokens, seed)

@@ -152,12 +152,17 @@ class ValidationReport:
 
 
 def validate_judges(
-    judges: Sequence, pairs: Sequence[LabelledPair], swap: bool = True, n_boot: int = 1000, seed: int = 0
+    judges: Sequence,
+    pairs: Sequence[LabelledPair],
+    swap: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
+    rule: str = "flip-tie",
 ) -> ValidationReport:
     """Judge the labelled pairs with each judge (and their vote) and compare every one with the humans."""
     if not pairs:
         raise DataError("no labelled pairs to validate the judge on")
-    ensemble = JudgeEnsemble(judges, swap)
+    ensemble = JudgeEnsemble(judges, swap, rule)
     result = ensemble.run([p.prompt for p in pairs], [p.response_a for p in pairs], [p.response_b for p in pairs])
     human = [p.human for p in pairs]
     validations = [validate_judgements(n, js, human, n_boot, seed=seed) for n, js in result.per_judge.items()]

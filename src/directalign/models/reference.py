@@ -110,13 +110,15 @@ def compute_reference_logps(
     pad_token_id: int,
     batch_size: int,
     layout: str,
+    max_tokens_per_row: int | None = None,
     device: torch.device | str = "cpu",
 ) -> list[list[float]]:
     """Per-response log-probs of every record under `score` (batch -> (num_responses,)), batch_size records at once."""
     out: list[list[float]] = []
     for start in range(0, len(records), batch_size):
         chunk = list(records[start : start + batch_size])
-        logps = score(build_batch(chunk, pad_token_id, layout).to(device)).float().cpu().tolist()
+        batch = build_batch(chunk, pad_token_id, layout, max_tokens_per_row).to(device)
+        logps = score(batch).float().cpu().tolist()
         for rec in chunk:
             out.append(logps[: len(rec.response_ids)])
             logps = logps[len(rec.response_ids) :]

@@ -71,9 +71,8 @@ def grpo(cfg: OnPolicyConfig, reward_fn: RewardFunction | None = None, on_step=N
     for step in range(1, total_steps + 1):
         started = time.perf_counter()
         prompts = run.train.take(schedule.indices(step - 1, 0))
-        groups = sample_groups(
-            generator, run.tokenizer, prompts, generation_config(cfg, seed=cfg.seed * 100_003 + step), run.reward_fn
-        )
+        config = generation_config(cfg, seed=cfg.seed * 100_003 + step)
+        groups = sample_groups(generator, run.tokenizer, prompts, config, run.reward_fn, cfg.generation_batch_size)
         rewards = torch.tensor([r for g in groups for r in g.rewards])
         advantages = group_advantages(rewards, cfg.num_generations, scale=cfg.scale_rewards).to(run.device)
         records = [

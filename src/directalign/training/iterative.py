@@ -93,7 +93,8 @@ def iterative_dpo(cfg: OnPolicyConfig, reward_fn: RewardFunction | None = None, 
         folder = run.out / f"round_{round_number}"
         prompts = run.train.take(prompt_schedule.indices(round_number - 1, 0))
         config = generation_config(cfg, seed=cfg.seed * 100_003 + round_number)
-        groups = sample_groups(run.generator(), run.tokenizer, prompts, config, run.reward_fn)
+        generator = run.generator()
+        groups = sample_groups(generator, run.tokenizer, prompts, config, run.reward_fn, cfg.generation_batch_size)
         records, ties = best_worst_pairs(groups)
         written = write_pairs(folder / "pairs.jsonl", groups)
         run.write_samples(folder / "samples.jsonl", groups)

@@ -344,7 +344,7 @@ def build_reference(cfg: TrainConfig, inner: ResponseLogProbs, data, tokenizer, 
             key,
             lambda records=records: compute_reference_logps(
                 score, records, pad_token_id=tokenizer.pad_token_id, batch_size=cfg.per_device_eval_batch_size,
-                layout=cfg.layout, device=accelerator.device,
+                layout=cfg.layout, max_tokens_per_row=cfg.max_tokens_per_row, device=accelerator.device,
             ),
             [len(r.response_ids) for r in records],
         )

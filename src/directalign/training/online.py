@@ -82,7 +82,7 @@ def online_dpo(cfg: OnPolicyConfig, reward_fn: RewardFunction | None = None, on_
         started = time.perf_counter()
         prompts = run.train.take(schedule.indices(step - 1, 0))
         config = generation_config(cfg, seed=cfg.seed * 100_003 + step)
-        groups = sample_groups(generator, run.tokenizer, prompts, config, run.reward_fn)
+        groups = sample_groups(generator, run.tokenizer, prompts, config, run.reward_fn, cfg.generation_batch_size)
         records, ties = best_worst_pairs(groups)
         metrics = {"step": step, "split": "train", **sampling_metrics(groups), "pairs": len(records)}
         run.policy.train()

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from directalign.data.types import Message
 from directalign.errors import DataError
@@ -48,11 +49,18 @@ def completion_ids(completion: Completion, tokenizer) -> list[int]:
     return ids + [tokenizer.eos_token_id] if completion.finish_reason == "stop" else ids or [tokenizer.eos_token_id]
 
 
-def sample_groups(generator, tokenizer, prompts: PromptSet, config: GenerationConfig, reward_fn) -> list[Group]:
-    """Sample config.num_samples completions per prompt and score them all in one reward call."""
+def sample_groups(
+    generator, tokenizer, prompts: PromptSet, config: GenerationConfig, reward_fn, chunk_size: int = 16
+) -> list[Group]:
+    """Sample config.num_samples completions per prompt, chunk_size prompts per generate call (with a progress
+    bar), and score them all in one reward call. Chunk i samples with seed + i, so a run is reproducible."""
     from directalign.evaluation.kl import prompt_ids
 
-    completions = generator.generate(prompts.prompts, config)
+    completions = []
+    starts = range(0, len(prompts), chunk_size)
+    for i, start in enumerate(tqdm(starts, desc="sampling", unit="batch", leave=False, dynamic_ncols=True)):
+        seeded = config if i == 0 or config.seed is None else replace(config, seed=config.seed + i)
+        completions += generator.generate(prompts.prompts[start : start + chunk_size], seeded)
     flat_prompts = [p for p, group in zip(prompts.prompts, completions, strict=True) for _ in group]
     flat = [c for group in completions for c in group]
     columns = {
@@ -107,7 +115,8 @@ def heldout_reward(model, tokenizer, prompts: PromptSet, reward_fn, cfg: OnPolic
     """Mean reward of the policy's answers to held-out prompts (eval_temperature, greedy by default, fixed seed),
     per reward function and, for the built-in tasks, per kind."""
     generator = make_generator("transformers", model=model, tokenizer=tokenizer, batch_size=cfg.generation_batch_size)
-    groups = sample_groups(generator, tokenizer, prompts, eval_generation_config(cfg, seed=cfg.seed), reward_fn)
+    config = eval_generation_config(cfg, seed=cfg.seed)
+    groups = sample_groups(generator, tokenizer, prompts, config, reward_fn, cfg.generation_batch_size)
     metrics = sampling_metrics(groups)
     result = {"reward": metrics["reward"], "completions/mean_length": metrics["completions/mean_length"]}
     result["completions/clipped_ratio"] = metrics["completions/clipped_ratio"]

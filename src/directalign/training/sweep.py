@@ -1,5 +1,6 @@
 """Hyperparameter sweeps with Optuna: grid or TPE over beta, learning rate, epochs, warmup, label smoothing,
-loss type and LoRA rank, ranked by a held-out metric, resumable from a SQLite file in the sweep folder.
+loss type and LoRA rank, ranked by a held-out metric (ties by the lower held-out KL), resumable from a SQLite
+file in the sweep folder.
 
 Default ranges are the usual good ones for DPO: beta 0.1-0.5; learning rate 1e-7 to 5e-6 for full fine-tuning
 and 1e-5 to 5e-4 with LoRA (log scale); 1-3 epochs; warmup ratio 0.05-0.15; label smoothing 0-0.1 (cDPO);
@@ -233,7 +234,9 @@ def collect_results(study, metric: str, direction: str, sampler: str, storage: s
             "rank": None,
         })
     done = [t for t in trials if t["state"] == "COMPLETE" and t["value"] is not None]
-    done.sort(key=lambda t: t["value"], reverse=direction == "maximize")
+    # Equal metrics rank by the KL to the reference: the same result for less drift is the better trial.
+    sign = -1.0 if direction == "maximize" else 1.0
+    done.sort(key=lambda t: (sign * t["value"], t["kl"] if t["kl"] is not None else math.inf))
     for rank, t in enumerate(done, 1):
         t["rank"] = rank
     return {
