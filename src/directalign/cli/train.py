@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-
 from importlib.resources import files
 
 from directalign.training.config import load_config, parse_cli_overrides
