@@ -179,7 +179,7 @@ def pair_rewards(model: torch.nn.Module, pairs: list[Pair], pad_token_id: int) -
 
 def pair_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, float]:
     return {
-        "accuracy": float((chosen > rejected).float().mean()),
+        "accuracy": (chosen > rejected).sum().item() / len(chosen),
         "margin": float((chosen - rejected).mean()),
         "rewards/chosen": float(chosen.mean()),
         "rewards/rejected": float(rejected.mean()),
@@ -201,7 +201,7 @@ def evaluate_reward_model(
     model.train(was_training)
     c, r = torch.cat(chosen), torch.cat(rejected)
     return {
-        "accuracy": float((c > r).float().mean()),
+        "accuracy": (c > r).sum().item() / len(c),  # exact, not a float32 mean
         "mean_margin": float((c - r).mean()),
         "loss": float(bradley_terry_loss(c, r, margin).mean()),
         "n_pairs": len(pairs),

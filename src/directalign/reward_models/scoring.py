@@ -99,6 +99,7 @@ class RewardModel:
         """Open a `reward-model train` output (its folder or its reward_model/ folder), or a plain
         *ForSequenceClassification folder with num_labels=1."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         folder = Path(path)
         if (folder / MODEL_FOLDER).is_dir():
@@ -114,9 +115,16 @@ class RewardModel:
 
             from directalign.models.loading import resolve_model
 
-            base = AutoModelForSequenceClassification.from_pretrained(
-                resolve_model(meta["base_model"]), num_labels=1, pad_token_id=tokenizer.pad_token_id
-            )
+            # The base checkpoint has no score head and transformers reports it as freshly initialised; the
+            # adapter folder holds the trained head (modules_to_save), so the report would only mislead.
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()
+            try:
+                base = AutoModelForSequenceClassification.from_pretrained(
+                    resolve_model(meta["base_model"]), num_labels=1, pad_token_id=tokenizer.pad_token_id
+                )
+            finally:
+                hf_logging.set_verbosity(verbosity)
             model = PeftModel.from_pretrained(base, str(folder))
         else:
             model = AutoModelForSequenceClassification.from_pretrained(str(folder))
