@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import shared_data_dir
 
+
 @pytest.fixture
 def dpo_en_demo_file() -> Path:
     path = shared_data_dir() / "llamafactory-dpo-en-demo" / "dpo_en_demo.json"

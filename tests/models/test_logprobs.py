@@ -79,6 +79,26 @@ def test_chunked_head_gradients_equal_plain():
         torch.testing.assert_close(chunked, plain, atol=1e-6, rtol=1e-5)
 
 
+def test_frozen_head_gradients_from_the_forward_jacobian_equal_plain():
+    # LoRA's case: the head is frozen, so the chunked head computes d logp / d h in the forward pass.
+    torch.manual_seed(1)
+    head = torch.nn.Linear(16, 50, bias=False).requires_grad_(False)
+    hidden = torch.randn(23, 16, requires_grad=True)
+    labels = torch.randint(0, 50, (23,))
+    weights = torch.randn(23)
+    grads, values = [], []
+    for chunk in (None, 5):
+        hidden.grad = None
+        logps = token_logprobs(hidden, head, labels, chunk)
+        (logps * weights).sum().backward()
+        grads.append(hidden.grad.clone())
+        values.append(logps.detach())
+    torch.testing.assert_close(values[1], values[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+    with torch.no_grad():  # no gradient wanted: nothing is computed for one
+        torch.testing.assert_close(token_logprobs(hidden, head, labels, 5), values[0], atol=1e-6, rtol=1e-5)
+
+
 def test_shared_layout_gradients_match_padded():
     model = tiny_llama()
     records = _records(k=2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 
 from directalign.data.batching import build_batch
 from directalign.data.formats import load_records
@@ -14,17 +13,8 @@ from directalign.errors import ConfigError
 from directalign.models.logprobs import ResponseLogProbs, check_attention, sequence_logps
 from directalign.training.config import load_config
 from tests.conftest import tiny_llama
+from tests.perf.helpers import lora_with_nonzero_adapters as lora
 from tests.perf.helpers import random_records
-
-
-def lora(model):
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
-    return model
 
 
 def logps_and_grads(model, records, layout, chunk_size=7, row_budget=60):

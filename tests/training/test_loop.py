@@ -122,6 +122,21 @@ def test_merged_model_loads_with_plain_from_pretrained(tiny_model_dir, tmp_path)
     assert not torch.allclose(merged(ids).logits, untouched(ids).logits)
 
 
+def test_bf16_run_keeps_the_adapter_fp32_and_merges_into_the_fp32_base(tiny_model_dir, tmp_path):
+    result = train(_cfg(tiny_model_dir, tmp_path / "run", bf16=True, merge=True, max_steps=2))
+    assert result.eval_after["mean_margin"] != 0.0
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    adapter = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
+    assert {t.dtype for t in adapter.values()} == {torch.float32}
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "merged")
+    assert {p.dtype for p in merged.parameters()} == {torch.float32}
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "run" / "adapter")
+    ids = torch.tensor([[5, 17, 300, 42]])
+    torch.testing.assert_close(merged(ids).logits, adapted(ids).logits, atol=1e-5, rtol=1e-4)
+
+
 def test_full_finetuning_uses_a_frozen_reference(tiny_model_dir, tmp_path):
     result = train(_cfg(tiny_model_dir, tmp_path / "run", use_peft=False, max_steps=2, learning_rate=1e-3))
     assert result.eval_after["mean_margin"] != 0.0

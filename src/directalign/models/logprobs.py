@@ -36,21 +36,40 @@ MASK_4D = ("sdpa", "eager")  # implementations tested with the shared and packed
 
 
 class _ChunkedTokenLogProbs(torch.autograd.Function):
-    """log softmax(h @ W^T + b)[label] for N rows, `chunk` rows at a time; nothing of size N x V is kept."""
+    """log softmax(h @ W^T + b)[label] for N rows, `chunk` rows at a time; nothing of size N x V is kept.
+
+    When only the hidden states need a gradient (LoRA: the head is frozen), the forward pass also computes each
+    row's Jacobian d logp / d h = (onehot(label) - softmax(logits)) @ W, an N x d tensor, while the chunk's logits
+    are at hand, so that the backward pass is one multiplication by grad_out instead of recomputing every logit
+    (the head's cost falls from three N x d x V matmuls to two). A trainable head takes the recomputing path.
+    """
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, chunk):
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        jacobian = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if need_h else None
+        early = need_h and not need_w and not need_b
         with _no_autocast(hidden):
             for s in range(0, hidden.shape[0], chunk):
                 logits = _logits(hidden[s : s + chunk], weight, bias)
-                out[s : s + chunk] = logits.gather(1, labels[s : s + chunk, None]).squeeze(1) - logits.logsumexp(1)
-        ctx.save_for_backward(hidden, weight, bias, labels)
-        ctx.chunk = chunk
+                lse = logits.logsumexp(1)
+                out[s : s + chunk] = logits.gather(1, labels[s : s + chunk, None]).squeeze(1) - lse
+                if early:
+                    g = _logp_grad_wrt_logits(logits, lse, labels[s : s + chunk])
+                    jacobian[s : s + chunk] = g @ weight.float()
+        if early:
+            ctx.save_for_backward(jacobian)
+        else:
+            ctx.save_for_backward(hidden, weight, bias, labels)
+        ctx.early, ctx.chunk, ctx.hidden_dtype = early, chunk, hidden.dtype
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
+        if ctx.early:
+            (jacobian,) = ctx.saved_tensors
+            return (jacobian * grad_out[:, None]).to(ctx.hidden_dtype), None, None, None, None
         hidden, weight, bias, labels = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grad_h = torch.empty_like(hidden) if need_h else None
@@ -67,9 +86,7 @@ def _chunked_backward(chunk, hidden, weight, bias, labels, grad_out, grad_h, gra
     for s in range(0, hidden.shape[0], chunk):
         h = hidden[s : s + chunk]
         logits = _logits(h, weight, bias)
-        # d logp[label] / d logits = onehot(label) - softmax(logits)
-        g = -logits.softmax(1)
-        g.scatter_add_(1, labels[s : s + chunk, None], torch.ones_like(g[:, :1]))
+        g = _logp_grad_wrt_logits(logits, logits.logsumexp(1), labels[s : s + chunk])
         g *= grad_out[s : s + chunk, None]
         if grad_h is not None:
             grad_h[s : s + chunk] = (g @ weight.float()).to(hidden.dtype)
@@ -77,6 +94,12 @@ def _chunked_backward(chunk, hidden, weight, bias, labels, grad_out, grad_h, gra
             grad_w += g.T @ h.float()
         if grad_b is not None:
             grad_b += g.sum(0)
+
+
+def _logp_grad_wrt_logits(logits: torch.Tensor, lse: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """d logp[label] / d logits = onehot(label) - softmax(logits), computed in place over `logits`."""
+    g = logits.sub_(lse[:, None]).exp_().neg_()
+    return g.scatter_add_(1, labels[:, None], torch.ones_like(g[:, :1]))
 
 
 def _no_autocast(tensor: torch.Tensor):

@@ -20,7 +20,6 @@ import math
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,16 +212,15 @@ def train_reward_model(cfg: RewardModelConfig, on_step=None) -> RewardTrainResul
 
     on_step(step, metrics) is called after every optimizer step.
     """
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from transformers import get_scheduler
 
     from directalign.models.loading import load_tokenizer
     from directalign.training.metrics import MetricsWriter, RunningMean
+    from directalign.training.optim import Throughput, make_accelerator, make_optimizer, optimizer_step
 
     cfg.validate()
     out = Path(cfg.output_dir)
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+    accelerator = make_accelerator(cfg.bf16)
     set_seed(cfg.seed)
     log = accelerator.print
     tokenizer = load_tokenizer(cfg.model)
@@ -230,20 +228,13 @@ def train_reward_model(cfg: RewardModelConfig, on_step=None) -> RewardTrainResul
     log(f"data: {description}")
 
     model = load_backbone(cfg, tokenizer)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     batches_per_epoch = math.ceil(len(train_pairs) / cfg.per_device_train_batch_size)
     total_steps = (
         cfg.max_steps
         if cfg.max_steps > 0
         else max(1, math.ceil(cfg.num_train_epochs * batches_per_epoch / cfg.gradient_accumulation_steps))
     )
-    scheduler = get_scheduler(
-        cfg.lr_scheduler_type,
-        optimizer,
-        num_warmup_steps=int(round(cfg.warmup_ratio * total_steps)),
-        num_training_steps=total_steps,
-    )
+    trainable, optimizer, scheduler = make_optimizer(cfg, model, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     metrics = MetricsWriter(out / "metrics.jsonl")
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -261,7 +252,7 @@ def train_reward_model(cfg: RewardModelConfig, on_step=None) -> RewardTrainResul
     model.train()
     running, last = RunningMean(), {}
     bar = tqdm(total=total_steps, desc="reward model", unit="step", dynamic_ncols=True)
-    window_start, window_pairs, window_tokens = time.perf_counter(), 0, 0
+    throughput = Throughput()
     for step in range(total_steps):
         for micro in range(cfg.gradient_accumulation_steps):
             batch = _batch(train_pairs, cfg, step * cfg.gradient_accumulation_steps + micro, batches_per_epoch)
@@ -274,31 +265,24 @@ def train_reward_model(cfg: RewardModelConfig, on_step=None) -> RewardTrainResul
                 )
             accelerator.backward(loss / cfg.gradient_accumulation_steps)
             running.add({"loss": loss.item(), **pair_metrics(chosen.detach(), rejected.detach())})
-            window_pairs += len(batch)
-            window_tokens += sum(len(c) + len(r) for c, r in batch)
-        grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        running.add({"grad_norm": float(grad_norm)})
+            throughput.add(len(batch), sum(len(c) + len(r) for c, r in batch))
+        running.add({"grad_norm": optimizer_step(cfg, trainable, optimizer, scheduler, accelerator)})
         done = step + 1
         bar.update(1)
         if done % cfg.logging_steps == 0 or done == total_steps:
-            elapsed = time.perf_counter() - window_start
             last = {
                 "step": done,
                 "split": "train",
                 "epoch": round(done * cfg.gradient_accumulation_steps / batches_per_epoch, 4),
                 **running.pop(),
                 "learning_rate": scheduler.get_last_lr()[0],
-                "pairs_per_s": window_pairs / elapsed,
-                "tokens_per_s": window_tokens / elapsed,
+                **throughput.pop(),
             }
             metrics.write(last)
             bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['accuracy']:.2f}", margin=f"{last['margin']:.3f}")
-            window_start, window_pairs, window_tokens = time.perf_counter(), 0, 0
         if cfg.eval_steps and done % cfg.eval_steps == 0 and done < total_steps:
-            evaluate("periodic", done)
+            with throughput.paused():
+                evaluate("periodic", done)
         if on_step is not None:
             on_step(done, last)
     bar.close()

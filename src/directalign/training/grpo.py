@@ -20,11 +20,10 @@ from directalign.errors import TrainingError
 from directalign.generation.rewards import RewardFunction
 from directalign.losses.grpo import group_advantages, grpo_loss
 from directalign.training.onpolicy import OnPolicyConfig, generation_config
+from directalign.training.optim import make_optimizer, optimizer_step
 from directalign.training.rollout import (
     OnPolicyResult,
     OnPolicyRun,
-    make_optimizer,
-    optimizer_step,
     sample_groups,
     sampling_metrics,
 )

@@ -22,12 +22,11 @@ from directalign.generation.rewards import RewardFunction
 from directalign.training.metrics import MetricsWriter
 from directalign.training.online import best_worst_pairs, dpo_step
 from directalign.training.onpolicy import OnPolicyConfig, generation_config
+from directalign.training.optim import make_optimizer, optimizer_step
 from directalign.training.rollout import (
     Group,
     OnPolicyResult,
     OnPolicyRun,
-    make_optimizer,
-    optimizer_step,
     sample_groups,
     sampling_metrics,
 )

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from directalign.data.batching import build_batch, token_budget_batches
 from directalign.data.pipeline import prepare_data
@@ -25,6 +22,7 @@ from directalign.errors import TrainingError
 from directalign.evaluation.preference import evaluate_preferences
 from directalign.models.loading import load_model, load_tokenizer
 from directalign.models.logprobs import ResponseLogProbs, sequence_logps
+from directalign.models.precision import store_frozen_linears_in
 from directalign.models.reference import (
     AdapterReference,
     CachedReference,
@@ -41,6 +39,7 @@ from directalign.training.guard import RunGuard
 from directalign.training.kto import KTOObjective, kto_weights
 from directalign.training.metrics import MetricsWriter, RunningMean
 from directalign.training.objective import pair_loss, pair_metrics, pair_terms
+from directalign.training.optim import Throughput, make_accelerator, make_optimizer, optimizer_step
 
 
 @dataclass
@@ -66,7 +65,17 @@ def build_policy(cfg: TrainConfig):
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lora)
+        if cfg.bf16:  # the frozen base weights, cast once instead of by autocast on every forward pass
+            store_frozen_linears_in(model, torch.bfloat16)
     return model
+
+
+def frozen_copy(cfg: TrainConfig, model) -> FrozenReference:
+    """The full fine-tuning reference: a frozen copy of the model, its linear weights in bf16 under bf16."""
+    reference = FrozenReference.copy_of(model)
+    if cfg.bf16:
+        store_frozen_linears_in(reference.scorer.model, torch.bfloat16)
+    return reference
 
 
 class MicroBatches:
@@ -143,7 +152,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     """Run (or resume) a training job; `on_step(step, metrics)` is called after every optimizer step."""
     cfg.validate()
     out = Path(cfg.output_dir)
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+    accelerator = make_accelerator(cfg.bf16)
     set_seed(cfg.seed)
     log = accelerator.print
 
@@ -157,10 +166,6 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
 
     model = build_policy(cfg)
     policy = ResponseLogProbs(model, cfg.logits_chunk_size)
-    trainable = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=(cfg.adam_beta1, cfg.adam_beta2)
-    )
     schedule = MicroBatches(
         len(data.train),
         cfg.per_device_train_batch_size,
@@ -172,10 +177,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
         max_tokens=cfg.max_tokens_per_batch,
     )
     total_steps = cfg.max_steps if cfg.max_steps > 0 else schedule.steps_for(cfg.num_train_epochs)
-    warmup = cfg.warmup_steps or int(round(cfg.warmup_ratio * total_steps))
-    scheduler = get_scheduler(
-        cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps
-    )
+    trainable, optimizer, scheduler = make_optimizer(cfg, policy, total_steps)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     inner = accelerator.unwrap_model(policy)
     reference = build_reference(cfg, inner, data, tokenizer, accelerator) if cfg.needs_reference else None
@@ -228,7 +230,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
         disable=not accelerator.is_local_main_process,
         dynamic_ncols=True,
     )
-    window_start, window_pairs, window_tokens = time.perf_counter(), 0, 0
+    throughput = Throughput()
     row_budget = cfg.max_tokens_per_row or cfg.max_tokens_per_batch
     for step in range(start_step, total_steps):
         micro_batches = [
@@ -253,53 +255,37 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
             loss = pair_losses.mean()
             if not torch.isfinite(loss):
                 kept = list_checkpoints(out)
-                where = (
-                    f"the last good checkpoint is {kept[-1]}"
-                    if kept
-                    else "no checkpoint had been written yet"
-                )
+                where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint had been written yet"
                 raise TrainingError(
                     f"non-finite loss ({loss.item()}) at step {step + 1} on records "
                     f"{[r.source for r in records][:4]}; {where}. Lower learning_rate or beta."
                 )
             accelerator.backward(pair_losses.sum() / step_pairs)
             running.add(step_metrics)
-            window_pairs += int(pair_losses.numel())
-            window_tokens += batch.num_tokens
-        grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        running.add({"grad_norm": float(grad_norm)})
+            throughput.add(int(pair_losses.numel()), batch.num_tokens)
+        running.add({"grad_norm": optimizer_step(cfg, trainable, optimizer, scheduler, accelerator)})
         done = step + 1
         bar.update(1)
         if done % cfg.logging_steps == 0 or done == total_steps:
-            elapsed = time.perf_counter() - window_start
             last = {
                 "step": done,
                 "split": "train",
                 "epoch": round(schedule.epoch_at(done), 4),
                 **running.pop(),
                 "learning_rate": scheduler.get_last_lr()[0],
-                "pairs_per_s": window_pairs / elapsed,
-                "tokens_per_s": window_tokens / elapsed,
+                **throughput.pop(),
             }
             metrics_file.write(last)
             guard.observe(last)
             shown = {"loss": "loss", "acc": "rewards/accuracies", "margin": "rewards/margins", "kl": "kl"}
             bar.set_postfix({k: f"{last[m]:.4g}" for k, m in shown.items() if last.get(m) is not None})
-            window_start, window_pairs, window_tokens = time.perf_counter(), 0, 0
-        if cfg.eval_steps and done % cfg.eval_steps == 0 and done < total_steps:
-            evaluate("periodic", done)
-        if (
-            accelerator.is_main_process
-            and cfg.save_steps
-            and done % cfg.save_steps == 0
-            and done < total_steps
-        ):
-            save_checkpoint(
-                out, done, inner, optimizer, scheduler, {"total_steps": total_steps}, cfg.save_total_limit
-            )
+        with throughput.paused():  # evaluation and checkpoints do not count against the training rate
+            if cfg.eval_steps and done % cfg.eval_steps == 0 and done < total_steps:
+                evaluate("periodic", done)
+            if accelerator.is_main_process and cfg.save_steps and done % cfg.save_steps == 0 and done < total_steps:
+                save_checkpoint(
+                    out, done, inner, optimizer, scheduler, {"total_steps": total_steps}, cfg.save_total_limit
+                )
         if on_step is not None:
             on_step(done, last)
         if guard.should_stop:
@@ -316,13 +302,13 @@ def build_reference(cfg: TrainConfig, inner: ResponseLogProbs, data, tokenizer, 
     """The reference of the loss: the adapter-disabled policy or a frozen copy, run live on each batch; or, with
     precompute_ref_log_probs, their log-probs computed once (or read from the cache) and attached to the records."""
     if not cfg.precompute_ref_log_probs:
-        return AdapterReference(inner) if cfg.use_peft else FrozenReference.copy_of(inner.model)
+        return AdapterReference(inner) if cfg.use_peft else frozen_copy(cfg, inner.model)
     # Full fine-tuning keeps no frozen copy unless the held-out KL samples need one: the policy before its first
     # step (and before a checkpoint is loaded) scores the records.
     if cfg.use_peft:
         live = AdapterReference(inner)
     else:
-        live = FrozenReference.copy_of(inner.model) if cfg.kl_prompts > 0 else None
+        live = frozen_copy(cfg, inner.model) if cfg.kl_prompts > 0 else None
     weights = weights_fingerprint(inner.model)
     was_training = inner.training
     inner.eval()
@@ -337,14 +323,24 @@ def build_reference(cfg: TrainConfig, inner: ResponseLogProbs, data, tokenizer, 
         if not records:
             continue
         key = reference_cache_key(
-            weights, records, model=cfg.model, tokenizer=[tokenizer.name_or_path, len(tokenizer)],
-            max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length, bf16=cfg.bf16,
+            weights,
+            records,
+            model=cfg.model,
+            tokenizer=[tokenizer.name_or_path, len(tokenizer)],
+            max_length=cfg.max_length,
+            max_prompt_length=cfg.max_prompt_length,
+            bf16=cfg.bf16,
         )
         logps, hit = cached_reference_logps(
             key,
             lambda records=records: compute_reference_logps(
-                score, records, pad_token_id=tokenizer.pad_token_id, batch_size=cfg.per_device_eval_batch_size,
-                layout=cfg.layout, max_tokens_per_row=cfg.max_tokens_per_row, device=accelerator.device,
+                score,
+                records,
+                pad_token_id=tokenizer.pad_token_id,
+                batch_size=cfg.per_device_eval_batch_size,
+                layout=cfg.layout,
+                max_tokens_per_row=cfg.max_tokens_per_row,
+                device=accelerator.device,
             ),
             [len(r.response_ids) for r in records],
         )
@@ -361,6 +357,10 @@ def save_final(cfg: TrainConfig, model, tokenizer, out: Path) -> None:
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     if cfg.use_peft and cfg.merge:
+        if cfg.bf16:  # merge into the original fp32 base weights, not the bf16 copies the run trained over
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(load_model(cfg.model), target)
         merged = model.merge_and_unload()
         merged.save_pretrained(out / "merged")
         tokenizer.save_pretrained(out / "merged")

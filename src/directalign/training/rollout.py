@@ -17,7 +17,6 @@ from directalign.data.types import Message
 from directalign.errors import DataError
 from directalign.generation.base import Completion, GenerationConfig, make_generator
 from directalign.generation.rewards import RewardFunction, reward_breakdown
-from directalign.training.config import TrainConfig
 from directalign.training.onpolicy import (
     OnPolicyConfig,
     PromptSet,
@@ -161,31 +160,11 @@ def sampled_kl_to(policy, reference, tokenizer, prompts: PromptSet, cfg: OnPolic
     return result.kl
 
 
-# Model and optimizer.
+# Model.
 
 
 def device_for_run() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, total_steps: int):
-    from transformers import get_scheduler
-
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=(cfg.adam_beta1, cfg.adam_beta2)
-    )
-    warmup = cfg.warmup_steps or int(round(cfg.warmup_ratio * total_steps))
-    scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
-    return trainable, optimizer, scheduler
-
-
-def optimizer_step(cfg: TrainConfig, trainable, optimizer, scheduler) -> float:
-    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return float(grad_norm)
 
 
 def format_metrics(metrics: dict, keys: tuple[str, ...]) -> str:
