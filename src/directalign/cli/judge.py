@@ -22,7 +22,7 @@ def register(subparsers) -> None:
         "each judge's agreement with the humans, and the judges' agreement with one another.",
     )
     v.add_argument("--human", required=True, help="pandalm:FOLDER, llmbar:FILE, or any preference file")
-    _judge_arguments(v)
+    add_judge_arguments(v)
     v.add_argument("--limit", type=int, help="only the first N pairs")
     v.add_argument("--bootstrap", type=int, default=1000, help="resamples for the kappa interval (0: none)")
     v.add_argument("--json", action="store_true", help="print one JSON object")
@@ -37,18 +37,29 @@ def register(subparsers) -> None:
     )
     j.add_argument("--data", required=True, help="preference file")
     j.add_argument("--out", required=True, help="output .jsonl")
-    _judge_arguments(j)
+    add_judge_arguments(j)
     j.add_argument("--limit", type=int, help="only the first N records")
     j.set_defaults(func=run_pairs)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
-def _judge_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--judge", action="append", required=True, metavar="KIND:ARG", help="repeat to let judges vote")
-    p.add_argument("--base-url", default="http://localhost:8000/v1", help="of openai: judges")
-    p.add_argument("--api-key", default="EMPTY", help="of openai: judges")
+def add_judge_arguments(
+    p: argparse.ArgumentParser,
+    base_url_help: str = "of openai: judges",
+    batch_size_help: str = "local and reward-model judges",
+) -> None:
+    """The options that pick judges and how their verdicts combine (also `directalign synth`'s)."""
+    p.add_argument(
+        "--judge",
+        action="append",
+        required=True,
+        metavar="KIND:ARG",
+        help="openai:MODEL, local:MODEL, reward-model:DIR, reward:FILE.py:FUNCTION; repeat to let judges vote",
+    )
+    p.add_argument("--base-url", default="http://localhost:8000/v1", help=base_url_help)
+    p.add_argument("--api-key", default="EMPTY", help="of openai: judges and servers")
     p.add_argument("--tie-margin", type=float, default=0.0, help="local and score judges: a smaller lead is a tie")
-    p.add_argument("--batch-size", type=int, default=4, help="local and reward-model judges")
+    p.add_argument("--batch-size", type=int, default=4, help=batch_size_help)
     p.add_argument("--no-swap", action="store_true", help="judge one order only (no position debiasing)")
     p.add_argument(
         "--rule",
@@ -56,7 +67,7 @@ def _judge_arguments(p: argparse.ArgumentParser) -> None:
         default="flip-tie",
         help="how the verdicts on both orders combine (default flip-tie: a flip is a tie)",
     )
-    p.add_argument("--seed", type=int, default=0, help="of the order pairs are shown in")
+    p.add_argument("--seed", type=int, default=0, help="of the order pairs are shown in (and of sampling)")
 
 
 def judges_of(args: argparse.Namespace) -> list:
@@ -99,7 +110,7 @@ def run_validate(args: argparse.Namespace) -> int:
         kappa = f"{v.kappa:.3f} [{v.kappa_interval[0]:.3f}, {v.kappa_interval[1]:.3f}]"
         print(
             f"{v.judge:<32}{v.n_parsed:>8}{v.judge_ties:>6}{v.position_flips:>7}  {agreement:<24}{kappa:<26}"
-            f"{v.decisive_agreement:.3f}"
+            + (f"{v.decisive_agreement:.3f}" if v.decisive_agreement == v.decisive_agreement else "n/a (all ties)")
         )
     if report.judge_agreement.get("pairwise_kappa"):
         print(

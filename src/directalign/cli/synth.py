@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from directalign.cli.judge import add_judge_arguments
 from directalign.errors import DataError
 
 
@@ -23,36 +24,20 @@ def register(subparsers) -> None:
     p.add_argument("--prompts", required=True, help="rows with a prompt (text or messages), or a preference file")
     p.add_argument("--out", required=True, help="output .jsonl")
     p.add_argument(
-        "--judge",
-        action="append",
-        required=True,
-        metavar="KIND:ARG",
-        help="openai:MODEL, local:MODEL, reward-model:DIR, reward:FILE.py:FUNCTION; repeat to vote",
-    )
-    p.add_argument(
         "--model",
         default="smollm2-135m-instruct",
         help="generator: embedded name, folder, hub id, or the served model with --backend openai",
     )
     p.add_argument("--backend", choices=("transformers", "openai", "vllm"), default="transformers")
-    p.add_argument("--base-url", default="http://localhost:8000/v1", help="of the openai backend and openai: judges")
     p.add_argument("--judge-base-url", help="of openai: judges when they are served elsewhere")
-    p.add_argument("--api-key", default="EMPTY")
     p.add_argument("--temperatures", default="0.3,0.5,0.7,1.0", help="comma-separated (default: 0.3,0.5,0.7,1.0)")
     p.add_argument("--samples-per-temperature", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--pairing", choices=("best-vs-worst", "all-pairs"), default="best-vs-worst")
-    p.add_argument("--tie-margin", type=float, default=0.0, help="local and score judges: a smaller lead is a tie")
-    p.add_argument("--batch-size", type=int, default=4, help="generation and local judges")
-    p.add_argument("--no-swap", action="store_true", help="judge one order only (no position debiasing)")
-    p.add_argument(
-        "--rule",
-        choices=("flip-tie", "mean-probability"),
-        default="flip-tie",
-        help="how the verdicts on both orders combine (default flip-tie: a flip is a tie)",
-    )
     p.add_argument("--limit", type=int, help="only the first N prompts")
-    p.add_argument("--seed", type=int, default=0)
+    add_judge_arguments(
+        p, base_url_help="of the openai backend and openai: judges", batch_size_help="generation and local judges"
+    )
     p.set_defaults(func=run)
 
 

@@ -165,7 +165,7 @@ def reward_breakdown(
     per_function: dict[str, list[float]] = {}
     for fn, weight in components:
         name = _unique_name(getattr(fn, "__name__", type(fn).__name__), per_function)
-        scores = _checked_scores(name, fn(prompts, completions, **columns), len(completions))
+        scores = checked_scores(name, fn(prompts, completions, **columns), len(completions))
         per_function[name] = scores
         total = [t + weight * s for t, s in zip(total, scores, strict=True)]
     return total, per_function
@@ -217,7 +217,7 @@ def _unique_name(name: str, taken: dict[str, list[float]]) -> str:
     return f"{name}_{suffix}"
 
 
-def _checked_scores(name: str, scores: Any, expected: int) -> list[float]:
+def checked_scores(name: str, scores: Any, expected: int) -> list[float]:
     if not isinstance(scores, Sequence) or len(scores) != expected:
         got = len(scores) if isinstance(scores, Sequence) else type(scores).__name__
         raise ConfigError(f"reward function {name} returned {got} scores for {expected} completions")

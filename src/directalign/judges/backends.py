@@ -22,7 +22,7 @@ import torch
 from directalign.data.types import Message
 from directalign.errors import ConfigError
 from directalign.generation.base import GenerationConfig
-from directalign.generation.rewards import RewardFunction, _checked_scores
+from directalign.generation.rewards import RewardFunction, checked_scores
 from directalign.judges.base import (
     DEFAULT_CRITERIA,
     JSON_ANSWER,
@@ -185,7 +185,7 @@ def reward_function_judge(
     label = name or f"reward:{getattr(fn, '__name__', type(fn).__name__)}"
 
     def score(prompts: list, responses: list) -> list[float]:
-        return _checked_scores(label, fn([as_messages(p) for p in prompts], responses), len(responses))
+        return checked_scores(label, fn([as_messages(p) for p in prompts], responses), len(responses))
 
     return ScoreJudge(score, tie_margin, temperature, label)
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from directalign.errors import ConfigError
-from directalign.generation.rewards import LENGTH_UNITS, RewardFunction, _checked_scores, completion_text
+from directalign.generation.rewards import LENGTH_UNITS, RewardFunction, checked_scores, completion_text
 
 Member = Any  # an object with score(prompts, responses), or a reward function
 
@@ -159,4 +159,4 @@ def _score(name: str, member: Member, prompts: Sequence, responses: Sequence, co
         scores = member.score(prompts, responses)
     else:
         scores = member(prompts, responses, **columns)
-    return _checked_scores(name, scores, len(responses))
+    return checked_scores(name, scores, len(responses))
