@@ -111,3 +111,21 @@ def test_greedy_copies_do_not_share_token_lists():
     copies = repeat_greedy(Completion("hi", [5, 2], "stop"), 3)
     copies[0].token_ids.append(9)
     assert [c.token_ids for c in copies] == [[5, 2, 9], [5, 2], [5, 2]]
+
+
+def test_real_vllm_samples_from_the_embedded_model():
+    """The real engine, where it can run (Linux + CUDA + `pip install vllm`); the stand-in above covers the rest."""
+    vllm = pytest.importorskip("vllm", reason="vllm is not installed (it needs Linux with a CUDA GPU)")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("vllm is installed but no CUDA device is visible")
+    from directalign.generation.base import GenerationConfig
+    from directalign.models.loading import resolve_model
+
+    llm = vllm.LLM(model=resolve_model("smollm2-135m-instruct"), gpu_memory_utilization=0.3, seed=0)
+    generator = make_generator("vllm", model=llm)
+    config = GenerationConfig(max_new_tokens=8, temperature=0.8, num_samples=3, seed=0)
+    [samples] = generator.generate([[{"role": "user", "content": "Name a colour."}]], config)
+    assert len(samples) == 3
+    assert all(s.token_ids and len(s.token_ids) <= 8 and s.finish_reason in ("stop", "length") for s in samples)
