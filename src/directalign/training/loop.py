@@ -277,7 +277,10 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
             }
             metrics_file.write(last)
             guard.observe(last)
-            shown = {"loss": "loss", "acc": "rewards/accuracies", "margin": "rewards/margins", "kl": "kl"}
+            # On training pairs `kl` is a mean log-ratio (KTO: its z0 estimate), not a KL: it goes negative as
+            # the rejected responses lose likelihood, so the bar calls it what it is.
+            shown = {"loss": "loss", "acc": "rewards/accuracies", "margin": "rewards/margins"}
+            shown["kl_z0" if kto is not None else "logratio"] = "kl"
             bar.set_postfix({k: f"{last[m]:.4g}" for k, m in shown.items() if last.get(m) is not None})
         with throughput.paused():  # evaluation and checkpoints do not count against the training rate
             if cfg.eval_steps and done % cfg.eval_steps == 0 and done < total_steps:
