@@ -132,9 +132,24 @@ def test_bf16_run_keeps_the_adapter_fp32_and_merges_into_the_fp32_base(tiny_mode
     assert {t.dtype for t in adapter.values()} == {torch.float32}
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "merged")
     assert {p.dtype for p in merged.parameters()} == {torch.float32}
-    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "run" / "adapter")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    adapted = PeftModel.from_pretrained(base, tmp_path / "run" / "adapter")
     ids = torch.tensor([[5, 17, 300, 42]])
     torch.testing.assert_close(merged(ids).logits, adapted(ids).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_bf16_full_finetuning_keeps_a_bf16_frozen_reference_and_fp32_weights(tiny_model_dir, tmp_path):
+    from directalign.training import loop
+
+    cfg = _cfg(tiny_model_dir, tmp_path / "run", use_peft=False, bf16=True, precompute_ref_log_probs=False,
+               max_steps=2, learning_rate=1e-3)
+    policy = loop.build_policy(cfg)
+    reference = loop.frozen_copy(cfg, policy)
+    frozen = reference.scorer.model.model.layers[0].mlp.down_proj
+    assert frozen.weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in policy.parameters())  # the trained weights stay fp32
+    result = train(cfg)
+    assert result.eval_after["mean_margin"] != 0.0
 
 
 def test_full_finetuning_uses_a_frozen_reference(tiny_model_dir, tmp_path):
