@@ -338,3 +338,36 @@ def test_real_llamafactory_sharegpt_file(dpo_en_demo_file):
     assert sum(r.prompt[0]["role"] == "system" for r in result.records) == 80
     assert {r.prompt[-1]["role"] for r in result.records} == {"user"}
     assert result.records[0].chosen[0]["content"].startswith("That sounds like a fun and engaging idea!")
+
+
+def test_ranked_rows_define_every_ordered_pair_best_vs_worst_first():
+    rows = [
+        {"prompt": "q", "responses": ["a", "b", "c"], "scores": [1, 3, 2]},
+        {"prompt": [{"role": "user", "content": "q2"}], "responses": ["a", "b", "c"], "ranks": [2, 0, None]},
+        {"prompt": "q3", "responses": ["a", "b", "c"], "pairs": [[2, 0]]},
+    ]
+    result = records_from_rows(rows, "ranked.jsonl")
+    assert result.schema == "ranked"
+    scored, ranked, explicit = result.records
+    assert scored.pairs == [(1, 0), (1, 2), (2, 0)]  # 3 > 2 > 1; the first pair is best vs worst
+    assert scored.chosen == [{"role": "assistant", "content": "b"}] and len(scored.responses) == 3
+    assert ranked.pairs == [(1, 0)]  # rank 0 beats rank 2; the unranked response is in no pair
+    assert explicit.pairs == [(2, 0)]
+
+
+@pytest.mark.parametrize(
+    ("row", "reason", "field"),
+    [
+        ({"prompt": "q", "responses": ["a", "b"], "scores": [1, 1]}, "no two responses are ordered", "scores"),
+        ({"prompt": "q", "responses": ["a", "b"], "scores": [1]}, "not a list of 2 numbers", "scores"),
+        ({"prompt": "q", "responses": ["a", "b"], "pairs": [[0, 2]]}, "not a list of [better, worse] indices", "pairs"),
+        ({"prompt": "q", "responses": ["a", " "], "ranks": [0, 1]}, "empty response", "responses[1]"),
+        ({"prompt": "q", "responses": ["a"], "scores": [1]}, "fewer than 2 responses", "responses"),
+    ],
+)
+def test_bad_ranked_rows_are_skipped_and_named(row, reason, field):
+    good = {"prompt": "ok", "responses": ["x", "y"], "scores": [2, 1]}
+    result = records_from_rows([good, row], "ranked.jsonl")
+    assert len(result.records) == 1
+    assert result.skipped_examples[0].startswith("ranked.jsonl:2: " + reason)
+    assert result.skipped_examples[0].endswith(f"({field})")

@@ -191,3 +191,35 @@ def test_filter_error_names_row_and_field_of_a_bad_score(tmp_path):
     path = write_jsonl(tmp_path / "pairs.jsonl", rows)
     with pytest.raises(DataError, match=r"pairs.jsonl:3: field 'score_rejected': must be a number, found 'high'"):
         run(["filter", path, "--out", str(tmp_path / "o.jsonl"), "--min-margin", "1"])
+
+
+def test_pairs_from_scored_rows_load_as_ranked_records(tmp_path, capsys):
+    from directalign.data.formats import load_records
+
+    source = write_jsonl(tmp_path / "rated.jsonl", [
+        {"prompt": "q1", "responses": ["a", "b", "c"], "scores": [1, 6, 4]},
+        {"prompt": "q2", "responses": ["a", "b"], "scores": [2, 2]},  # a tie: no pair
+    ])
+    out = tmp_path / "pairs.jsonl"
+    assert run(["pairs", source, "--out", str(out), "--strategy", "all-pairs", "--min-margin", "2.5"]) == 0
+    text = capsys.readouterr().out
+    assert "2 prompts with 5 scored responses" in text and "2 pairs from 1 prompts; 1 prompts gave none" in text
+    assert "rated.jsonl:2: no pair (scores [2.0, 2.0])" in text
+    loaded = load_records(str(out))
+    assert loaded.schema == "ranked"
+    [record] = loaded.records
+    assert record.pairs == [(1, 0), (2, 0)]  # 6-1 and 4-1 reach the margin, 6-4 does not
+
+
+def test_pairs_names_the_row_of_bad_scores(tmp_path):
+    source = write_jsonl(tmp_path / "rated.jsonl", [{"prompt": "q", "responses": ["a", "b"], "scores": [1]}])
+    with pytest.raises(DataError, match=r"rated.jsonl:1: scores must be 2 numbers"):
+        run(["pairs", source, "--out", str(tmp_path / "out.jsonl")])
+
+
+def test_pairs_from_openassistant_ranks(tmp_path, capsys):
+    path = shared_path("oasst-en-100-trees", "en_100_tree.jsonl")
+    out = tmp_path / "oasst.jsonl"
+    assert run(["pairs", f"oasst:{path}", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["prompts"] == summary["records"] == summary["pairs"] == 212  # best vs worst: one each

@@ -19,6 +19,7 @@ from directalign.quality.pairs import build_pairs
 from directalign.quality.sources import (
     alpaca_eval_labels,
     llmbar_records,
+    oasst_scored,
     pandalm_labels,
     pandalm_records,
     vicuna80_score_labels,
@@ -123,3 +124,13 @@ def test_vicuna80_judge_scores_agree_more_as_intervals_than_as_categories():
     nominal, ordinal, interval = (krippendorff_alpha(table, level) for level in ("nominal", "ordinal", "interval"))
     # 8 vs 8.5 is a full disagreement for nominal alpha but a small one for interval alpha.
     assert 0.2 < nominal < ordinal < interval < 0.95
+
+
+def test_oasst_ranked_replies_become_scored_responses():
+    items = oasst_scored(shared_path("oasst-en-100-trees", "en_100_tree.jsonl"))
+    # 212 conversation turns of the 100 trees have 2-9 ranked assistant replies, 641 in all.
+    assert len(items) == 212 and sum(len(i.responses) for i in items) == 641
+    first = items[0]
+    assert first.prompt[-1]["role"] == "user" and first.scores == [0.0, -1.0, -2.0]  # rank 0 is the best
+    deeper = [i for i in items if len(i.prompt) > 1]
+    assert deeper and all([m["role"] for m in i.prompt][-2:] == ["assistant", "user"] for i in deeper)

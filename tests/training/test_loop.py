@@ -152,6 +152,19 @@ def test_bf16_full_finetuning_keeps_a_bf16_frozen_reference_and_fp32_weights(tin
     assert result.eval_after["mean_margin"] != 0.0
 
 
+def test_ranked_file_trains_on_every_pair_it_defines(tiny_model_dir, tmp_path):
+    rows = [{"prompt": f"Question {i}?", "responses": [f"best {i}", f"good {i}", f"bad {i}"], "ranks": [0, 1, 2]}
+            for i in range(6)]
+    path = tmp_path / "ranked.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    held_out = tmp_path / "held.jsonl"
+    held_out.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    result = train(_cfg(tiny_model_dir, tmp_path / "run", data=str(path), eval_data=str(held_out), max_steps=1,
+                        kl_prompts=0))
+    assert result.eval_after["n_pairs"] == 6  # 2 prompts x 3 ordered pairs, each prompt computed once
+    assert result.eval_after["mean_margin"] != 0.0
+
+
 def test_full_finetuning_uses_a_frozen_reference(tiny_model_dir, tmp_path):
     result = train(_cfg(tiny_model_dir, tmp_path / "run", use_peft=False, max_steps=2, learning_rate=1e-3))
     assert result.eval_after["mean_margin"] != 0.0

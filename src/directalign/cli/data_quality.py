@@ -1,4 +1,4 @@
-"""`directalign data agreement | diagnose | filter | aggregate | calibration`: is this data worth training on?
+"""`directalign data agreement | diagnose | filter | pairs | aggregate | calibration`: is this data worth training on?
 
 Thin: parse -> call directalign.quality -> print a table (or one JSON object with --json). `register` adds the
 subcommands to the `data` group's sub-parsers.
@@ -21,6 +21,8 @@ from directalign.quality.aggregation import METHODS, dawid_skene, majority_vote
 from directalign.quality.agreement import agreement_report
 from directalign.quality.calibration import gold_calibration, gold_labels
 from directalign.quality.diagnostics import diagnose
+from directalign.quality.pairs import STRATEGIES, ScoredResponses, build_pairs
+from directalign.quality.sources import oasst_scored, vicuna80_scored
 from directalign.quality.stats import json_ready
 from directalign.quality.table import RatingTable, coerce_label, rating_table, read_rows, wide_to_long
 
@@ -56,6 +58,22 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--drop-near-identical", type=float, metavar="SIMILARITY", help="e.g. 0.9")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_filter)
+
+    p = data_subparsers.add_parser(
+        "pairs",
+        help="ratings or ranks of several responses per prompt -> preference pairs",
+        description="Reads oasst:FILE (OpenAssistant trees, crowd ranks), vicuna80:FOLDER (GPT-4 scores) or a "
+        "file of {prompt, responses, scores (higher is better) | ranks (0 = best)} rows; writes one row per "
+        "prompt with all its responses and the chosen pairs, which `directalign train` reads as it is (each "
+        "prompt computed once for all its pairs).",
+    )
+    p.add_argument("source", help="oasst:FILE, vicuna80:FOLDER, or a .jsonl/.json/.csv/.parquet file")
+    p.add_argument("--out", required=True, help="output .jsonl or .json")
+    p.add_argument("--strategy", choices=STRATEGIES, default="best-vs-worst")
+    p.add_argument("--min-margin", type=float, default=0.0, help="a pair needs this score difference")
+    p.add_argument("--seed", type=int, default=0, help="of best-vs-random")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_pairs)
 
     p = data_subparsers.add_parser("aggregate", help="one label per item from several annotators")
     _table_arguments(p)
@@ -123,6 +141,45 @@ def run_filter(args: argparse.Namespace) -> int:
         return _print_json({"file": args.file, "out": args.out, "kept_pairs": len(rows), "filters": reports_json})
     print(render.filter_text(args.file, args.out, reports, len(rows)))
     return 0
+
+
+def run_pairs(args: argparse.Namespace) -> int:
+    """Turn scored responses into pairs by strategy and margin; write them as ranked rows."""
+    items = _scored_responses(args.source)
+    records, report = build_pairs(items, args.strategy, args.min_margin, args.seed)
+    if not records:
+        raise DataError(f"{args.source}: no prompt gives a pair with {args.strategy} and margin >= {args.min_margin}")
+    _write_rows(args.out, [render.ranked_row(record) for record in records])
+    responses = sum(len(item.responses) for item in items)
+    if args.json:
+        return _print_json({"source": args.source, "out": args.out, "prompts": len(items), "responses": responses,
+                            "records": len(records), "pairs": report.kept, "prompts_without_pair": report.removed})
+    print(f"{args.source}: {len(items)} prompts with {responses} scored responses")
+    print(f"{report.name}: {report.kept} pairs from {len(records)} prompts; {report.removed} prompts gave none")
+    for example in report.examples:
+        print(f"  {example}")
+    print(f"wrote {len(records)} rows (all responses of a prompt in one row, with its pairs) to {args.out}")
+    return 0
+
+
+def _scored_responses(source: str) -> list[ScoredResponses]:
+    kind, _, path = source.partition(":")
+    if kind == "oasst" and path:
+        return oasst_scored(path)
+    if kind == "vicuna80" and path:
+        return vicuna80_scored(path)
+    items = []
+    for number, row in read_rows(source):
+        place = f"{source}:{number}"
+        name = "scores" if "scores" in row else "ranks"
+        values, responses = row.get(name), row.get("responses")
+        if row.get("prompt") is None or not isinstance(responses, list) or not isinstance(values, list):
+            raise DataError(f"{place}: expected prompt, responses (a list) and scores or ranks (a list)")
+        if len(values) != len(responses) or not all(isinstance(v, int | float) for v in values):
+            raise DataError(f"{place}: {name} must be {len(responses)} numbers, one per response")
+        scores = [float(v) if name == "scores" else float(-v) for v in values]
+        items.append(ScoredResponses(row["prompt"], responses, scores, source=place))
+    return items
 
 
 def run_aggregate(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ TEXT = "text"
 HH_RLHF = "hh-rlhf"
 SHAREGPT = "sharegpt"
 UNPAIRED = "unpaired"
+RANKED = "ranked"
 
 SCHEMAS = {
     CONVERSATIONAL: "prompt/chosen/rejected message lists, or chosen/rejected message lists sharing a prefix",
@@ -47,6 +48,7 @@ SCHEMAS = {
     HH_RLHF: "chosen/rejected '\\n\\nHuman: ... \\n\\nAssistant: ...' transcripts",
     SHAREGPT: "conversations [{from, value}] with chosen/rejected {from, value}",
     UNPAIRED: "prompt/completion/label or messages/label (KTO thumbs up/down)",
+    RANKED: "prompt + k responses with scores (higher is better), ranks (0 = best) or pairs [[better, worse], ...]",
 }
 
 MAX_SKIPPED_EXAMPLES = 5
@@ -104,6 +106,8 @@ def detect_schema(row: Any) -> str | None:
         return None
     if "label" in row and ("completion" in row or "messages" in row) and "chosen" not in row:
         return UNPAIRED
+    if isinstance(row.get("responses"), list) and any(k in row for k in ("scores", "ranks", "pairs")):
+        return RANKED
     if row.get("chosen") is None or row.get("rejected") is None:
         return None
     chosen, prompt = row["chosen"], row.get("prompt")
@@ -138,6 +142,9 @@ def _parse_rows(numbered_rows: list[tuple[int, Any]], source: str) -> LoadResult
             if schema == UNPAIRED:
                 labels, pairs = [_label(row)], []
                 _check_responses(prompt, responses, ["completion"])
+            elif schema == RANKED:
+                labels, pairs = None, _ranked_pairs(row, len(responses))
+                _check_responses(prompt, responses, [f"responses[{i}]" for i in range(len(responses))])
             else:
                 labels, pairs = None, [(0, 1)]
                 _check_pair(prompt, responses)
@@ -194,7 +201,10 @@ def _string(row: Mapping, name: str) -> str:
 
 
 def _messages(row: Mapping, name: str) -> list[Message]:
-    value = _required(row, name)
+    return _message_list(_required(row, name), name)
+
+
+def _message_list(value: Any, name: str) -> list[Message]:
     if not isinstance(value, list) or not all(
         isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
         for m in value
@@ -293,12 +303,54 @@ def _parse_unpaired(row: Mapping) -> tuple[list[Message], list[list[Message]]]:
     return _messages(row, "prompt"), [_messages(row, "completion")]
 
 
+def _parse_ranked(row: Mapping) -> tuple[list[Message], list[list[Message]]]:
+    if isinstance(row.get("prompt"), list):
+        prompt = _messages(row, "prompt")
+    else:
+        prompt = [{"role": "user", "content": _string(row, "prompt")}]
+    raw = row["responses"]
+    if len(raw) < 2:
+        raise _SkipRow("fewer than 2 responses", "responses")
+    responses = [
+        [{"role": "assistant", "content": r}] if isinstance(r, str) else _message_list(r, f"responses[{i}]")
+        for i, r in enumerate(raw)
+    ]
+    return prompt, responses
+
+
+def _ranked_pairs(row: Mapping, k: int) -> list[tuple[int, int]]:
+    """(better, worse) index pairs: the row's own `pairs`, or every pair that its scores or ranks order
+    (equal scores give no pair; a null score or rank leaves that response out of every pair)."""
+    if row.get("pairs") is not None:
+        pairs = row["pairs"]
+        valid = isinstance(pairs, list) and all(
+            isinstance(p, list | tuple) and len(p) == 2 and all(isinstance(i, int) and 0 <= i < k for i in p)
+            and p[0] != p[1]
+            for p in pairs
+        )
+        if not valid or not pairs:
+            raise _SkipRow(f"not a list of [better, worse] indices below {k}", "pairs")
+        return [(p[0], p[1]) for p in pairs]
+    name = "scores" if "scores" in row else "ranks"
+    values = row[name]
+    if not isinstance(values, list) or len(values) != k or not all(
+        v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values
+    ):
+        raise _SkipRow(f"not a list of {k} numbers (one per response; null for unrated)", name)
+    scores = {i: (v if name == "scores" else -v) for i, v in enumerate(values) if v is not None}
+    pairs = [(i, j) for i in scores for j in scores if scores[i] > scores[j]]
+    if not pairs:
+        raise _SkipRow("no two responses are ordered", name)
+    return sorted(pairs, key=lambda p: (-scores[p[0]], scores[p[1]]))
+
+
 _PARSERS = {
     CONVERSATIONAL: _parse_conversational,
     TEXT: _parse_text,
     HH_RLHF: _parse_hh_rlhf,
     SHAREGPT: _parse_sharegpt,
     UNPAIRED: _parse_unpaired,
+    RANKED: _parse_ranked,
 }
 
 

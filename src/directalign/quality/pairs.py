@@ -62,7 +62,7 @@ def build_pairs(
     The report counts, unlike the filters', prompts removed (no pair) and pairs kept.
     """
     rng = random.Random(seed)
-    records, report = [], FilterReport(f"{strategy} pairs, margin >= {min_margin:g}", 0, 0)
+    records, report = [], FilterReport(f"{strategy}, margin >= {min_margin:g}", 0, 0)
     for index, item in enumerate(items):
         if len(item.scores) != len(item.responses):
             place = item.source or f"item {index}"

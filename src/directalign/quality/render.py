@@ -156,6 +156,11 @@ def pair_rows(record: PreferenceRecord) -> list[dict[str, Any]]:
     ]
 
 
+def ranked_row(record: PreferenceRecord) -> dict[str, Any]:
+    """One row per prompt: all its responses and the (better, worse) index pairs (the loader's ranked schema)."""
+    return {"prompt": record.prompt, "responses": record.responses, "pairs": [list(p) for p in record.pairs]}
+
+
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """CSV with the union of the rows' keys as header; lists and dicts are written as JSON."""
     fields = list(dict.fromkeys(k for row in rows for k in row))

@@ -7,6 +7,7 @@ Each takes the data set's folder as published (see its SOURCE.md) and returns pl
 - XSTest (paul-rottger/exaggerated-safety model_completions/*.csv): two human annotators per completion.
 - LLMBar (princeton-nlp/LLMBar Dataset/**/dataset.json): one gold label per pair.
 - Vicuna-80 (lm-sys/FastChat fastchat/eval/table): GPT-4 1-10 scores of 7 models' answers.
+- OpenAssistant 100 trees (LAION-AI/Open-Assistant en_100_tree.jsonl): crowd-ranked sibling replies.
 """
 
 from __future__ import annotations
@@ -150,6 +151,32 @@ def vicuna80_scored(folder: str | Path) -> list[ScoredResponses]:
                 source=f"{folder / 'question.jsonl'}:question {qid}",
             )
         )
+    return items
+
+
+def oasst_scored(path: str | Path) -> list[ScoredResponses]:
+    """Every turn of the OpenAssistant trees where two or more ranked assistant replies answer the same
+    conversation: the conversation so far as the prompt, the replies as responses, score = -rank (rank 0 is the
+    crowd's best). Unranked, deleted and non-assistant replies are left out."""
+    path = Path(path)
+    items: list[ScoredResponses] = []
+
+    def walk(node: dict, history: list[dict], tree: str) -> None:
+        turn = history + [{"role": "user" if node["role"] == "prompter" else "assistant", "content": node["text"]}]
+        replies = node.get("replies") or []
+        if node["role"] == "prompter":
+            ranked = [r for r in replies if r["role"] == "assistant" and r.get("rank") is not None
+                      and not r.get("deleted")]
+            if len(ranked) >= 2:
+                items.append(ScoredResponses(
+                    prompt=turn, responses=[r["text"] for r in ranked], scores=[float(-r["rank"]) for r in ranked],
+                    source=f"{path}:tree {tree} message {node['message_id']}",
+                ))
+        for reply in replies:
+            walk(reply, turn, tree)
+
+    for row in _jsonl(path):
+        walk(row["prompt"], [], row["message_tree_id"])
     return items
 
 
