@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -15,6 +12,7 @@ pytest.importorskip("openai")
 from directalign.errors import ConfigError  # noqa: E402
 from directalign.generation.base import GenerationConfig, make_generator  # noqa: E402
 from directalign.generation.openai_backend import OpenAIGenerator  # noqa: E402
+from tests.local_server import JSONHandler, LocalServer, serving  # noqa: E402
 
 PROMPTS = [
     [{"role": "system", "content": "Echo."}, {"role": "user", "content": "one two three"}],
@@ -22,36 +20,27 @@ PROMPTS = [
 ]
 
 
-class FakeChatServer(ThreadingHTTPServer):
+class FakeChatServer(LocalServer):
     """POST /v1/chat/completions: choice i echoes the last user message, cut to max_tokens words, plus "#i".
 
     max_choices imitates servers that ignore n (llama.cpp, Ollama). Request bodies are kept in `requests`.
     """
 
     def __init__(self, max_choices: int | None = None):
-        super().__init__(("127.0.0.1", 0), ChatHandler)
+        super().__init__(ChatHandler)
         self.max_choices = max_choices
-        self.requests: list[dict] = []
         self.authorizations: list[str | None] = []
-        self.lock = threading.Lock()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
 
 
-class ChatHandler(BaseHTTPRequestHandler):
-    timeout = 10  # a stuck client cannot hold the thread for longer
-
+class ChatHandler(JSONHandler):
     def do_POST(self):  # noqa: N802 (the http.server API)
         if self.path != "/v1/chat/completions":
-            return self._reply(404, {"error": {"message": f"no route {self.path}"}})
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            return self.reply(404, {"error": {"message": f"no route {self.path}"}})
+        body = self.read_json()
         with self.server.lock:
-            self.server.requests.append(body)
             self.server.authorizations.append(self.headers.get("Authorization"))
         if body["model"] != "tiny-echo":
-            return self._reply(404, {"error": {"message": f"model {body['model']} not found"}})
+            return self.reply(404, {"error": {"message": f"model {body['model']} not found"}})
         words = body["messages"][-1]["content"].split()
         cut = words[: body["max_tokens"]]
         n = body.get("n", 1) if self.server.max_choices is None else min(body.get("n", 1), self.server.max_choices)
@@ -63,46 +52,19 @@ class ChatHandler(BaseHTTPRequestHandler):
             }
             for i in range(n)
         ]
-        self._reply(
-            200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": choices}
-        )
-
-    def _reply(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-def start(server: FakeChatServer):
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    return thread
+        self.chat_completion(body["model"], choices)
 
 
 @pytest.fixture
 def server():
-    server = FakeChatServer()
-    thread = start(server)
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(FakeChatServer()) as running:
+        yield running
 
 
 @pytest.fixture
 def single_choice_server():
-    server = FakeChatServer(max_choices=1)
-    thread = start(server)
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(FakeChatServer(max_choices=1)) as running:
+        yield running
 
 
 def generator_for(server: FakeChatServer, **kwargs) -> OpenAIGenerator:

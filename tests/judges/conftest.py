@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from tests.local_server import JSONHandler, LocalServer, serving
 
 MODELS = ("fair-judge", "biased-judge")
 _SECTION = re.compile(r"\[Response ([AB])\]\n(.*?)\n\[End of Response \1\]", re.DOTALL)
@@ -34,50 +34,17 @@ def verdict_for(model: str, user_text: str) -> str:
     return forms[len(conversation) % 3]
 
 
-class JudgeServer(ThreadingHTTPServer):
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), JudgeHandler)
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-class JudgeHandler(BaseHTTPRequestHandler):
-    timeout = 10
-
+class JudgeHandler(JSONHandler):
     def do_POST(self):  # noqa: N802 (the http.server API)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with self.server.lock:
-            self.server.requests.append(body)
+        body = self.read_json()
         if body["model"] not in MODELS:
-            return self._reply(404, {"error": {"message": f"model {body['model']} not found"}})
+            return self.reply(404, {"error": {"message": f"model {body['model']} not found"}})
         text = verdict_for(body["model"], body["messages"][-1]["content"])
         choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        self._reply(
-            200, {"id": "j", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice]}
-        )
-
-    def _reply(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.chat_completion(body["model"], [choice])
 
 
 @pytest.fixture
 def judge_server():
-    server = JudgeServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(LocalServer(JudgeHandler)) as server:
+        yield server
