@@ -93,16 +93,8 @@ def online_dpo(cfg: OnPolicyConfig, reward_fn: RewardFunction | None = None, on_
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)` before")
                 scheduler.step()
-        metrics["learning_rate"] = scheduler.get_last_lr()[0]
-        metrics["step_time_s"] = time.perf_counter() - started
-        run.metrics.write(metrics)
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward']:.3f}", pairs=len(records), loss=f"{metrics.get('loss', 0):.4f}")
-        if cfg.eval_steps and step % cfg.eval_steps == 0 and step < total_steps:
-            run.evaluate("periodic", step)
-        if on_step is not None:
-            on_step(step, metrics)
+        run.end_step(step, total_steps, metrics, scheduler, started, on_step)
     bar.close()
-    eval_after = run.evaluate("after", total_steps)
-    run.save()
-    return OnPolicyResult(run.out, total_steps, eval_before, eval_after, run.history)
+    return run.finish(total_steps, eval_before)

@@ -262,6 +262,22 @@ class OnPolicyRun:
 
         save_final(self.cfg, self.model, self.tokenizer, self.out)
 
+    def end_step(self, step: int, total_steps: int, metrics: dict, scheduler, started: float, on_step=None) -> None:
+        """Log a step of the online loops (learning rate, step time), evaluate when due, call on_step."""
+        metrics["learning_rate"] = scheduler.get_last_lr()[0]
+        metrics["step_time_s"] = time.perf_counter() - started
+        self.metrics.write(metrics)
+        if self.cfg.eval_steps and step % self.cfg.eval_steps == 0 and step < total_steps:
+            self.evaluate("periodic", step)
+        if on_step is not None:
+            on_step(step, metrics)
+
+    def finish(self, total_steps: int, eval_before: dict | None) -> OnPolicyResult:
+        """The held-out evaluation after training, the saved adapter, and the run's result."""
+        eval_after = self.evaluate("after", total_steps)
+        self.save()
+        return OnPolicyResult(self.out, total_steps, eval_before, eval_after, self.history)
+
 
 def _json(value, indent: int | None = 2) -> str:
     return json.dumps(value, indent=indent, ensure_ascii=False)
