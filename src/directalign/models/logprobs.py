@@ -48,8 +48,8 @@ class _ChunkedTokenLogProbs(torch.autograd.Function):
     def forward(ctx, hidden, weight, bias, labels, chunk):
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        jacobian = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if need_h else None
         early = need_h and not need_w and not need_b
+        jacobian = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if early else None
         with _no_autocast(hidden):
             for s in range(0, hidden.shape[0], chunk):
                 logits = _logits(hidden[s : s + chunk], weight, bias)
