@@ -312,8 +312,8 @@ def run_trl(data: str) -> dict:
 
 
 def run_directalign(data: str, bf16: bool) -> dict:
-    from directalign.training import loop
-    from directalign.training.config import load_config
+    from directalign.config import load_config
+    from directalign.training import dpo as loop
 
     marks: dict[str, float] = {}
 
@@ -331,15 +331,16 @@ def run_directalign(data: str, bf16: bool) -> dict:
     # Instrumentation only: the timers wrap the loop's own functions, which run unchanged.
     loop.prepare_data = timed("tokenise", loop.prepare_data)
     loop.build_policy = timed("load", loop.build_policy)
-    loop.build_reference = timed("reference", loop.build_reference)
+    loop.precompute_reference = timed("reference", loop.precompute_reference)
     steps: list[tuple[float, dict]] = []
-    cfg = load_config(overrides=dict(
+    cfg = load_config("train", overrides=dict(
         data=data, output_dir=tempfile.mkdtemp(), resume=False, eval_split=0, max_length=SETTINGS["max_length"],
         max_prompt_length=SETTINGS["max_length"] - 128, per_device_train_batch_size=SETTINGS["batch"],
         gradient_accumulation_steps=SETTINGS["accumulation"], learning_rate=SETTINGS["lr"], beta=SETTINGS["beta"],
         lora_r=SETTINGS["lora_r"], lora_alpha=SETTINGS["lora_alpha"], lora_target_modules=["q_proj", "v_proj"],
         warmup_ratio=0, seed=SETTINGS["seed"], train_sampling_strategy="sequential", logging_steps=1, save_steps=0,
         layout="packed", max_tokens_per_row=ROW_TOKENS, precompute_ref_log_probs=True, bf16=bf16,
+        eval_before_training=False, kl_prompts=0,
     ))
     loop.train(cfg, on_step=lambda step, metrics: steps.append((time.perf_counter(), metrics, time.process_time())))
     start = marks["load_end"]  # after the model is loaded; the tokenisation before it is added below

@@ -15,3 +15,11 @@ class ConfigError(DirectAlignError):
 
 class TrainingError(DirectAlignError):
     """A run that cannot go on (non-finite loss, a checkpoint that does not match the config)."""
+
+
+class RunInterrupted(DirectAlignError):
+    """SIGINT or SIGTERM: a checkpoint was written at the step boundary; rerunning the command resumes."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -9,13 +9,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from directalign.cli.main import main
+from directalign.config import load_config
 from directalign.data.builtin import builtin_split
 from directalign.data.tokenize import tokenize_records
-from directalign.evaluation.generation_eval import builtin_reward, evaluate_model, format_table, perplexity
+from directalign.evaluation.generation_eval import evaluate_model, format_table, perplexity
+from directalign.generation.rewards import builtin_reward
 from directalign.models.logprobs import ResponseLogProbs
 from directalign.models.reference import FrozenReference
-from directalign.training.config import load_config
-from directalign.training.loop import train
+from directalign.training.dpo import train
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_model_alone_without_generation(tiny, held_out):
 
 
 def test_eval_command_on_a_trained_adapter(tiny_model_dir, tmp_path, capsys):
-    cfg = load_config(overrides=dict(model=str(tiny_model_dir), output_dir=str(tmp_path / "run"), max_steps=2,
+    cfg = load_config("train", overrides=dict(model=str(tiny_model_dir), output_dir=str(tmp_path / "run"), max_steps=2,
                                      builtin_train_pairs=8, builtin_eval_pairs=2, per_device_train_batch_size=4,
                                      learning_rate=5e-2, save_steps=0, kl_prompts=0, warmup_ratio=0.0))
     train(cfg)

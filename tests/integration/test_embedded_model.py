@@ -5,7 +5,7 @@ import json
 import pytest
 
 from directalign.cli.main import main
-from directalign.training.metrics import read_metrics
+from directalign.engine.metrics import read_metrics
 
 pytestmark = pytest.mark.integration
 

@@ -5,13 +5,14 @@ import math
 import pytest
 
 from directalign.cli.main import main
-from directalign.training.metrics import read_metrics
+from directalign.engine.metrics import read_metrics
 from tests.conftest import shared_data_dir
 
 pytestmark = pytest.mark.integration
 
 SMALL = ["--builtin-train-prompts", "4", "--builtin-eval-prompts", "3", "--per-device-train-batch-size", "2",
-         "--num-generations", "3", "--max-new-tokens", "8", "--kl-prompts", "2", "--kl-samples", "1"]
+         "--num-generations", "3", "--max-new-tokens", "8", "--kl-prompts", "2", "--kl-samples", "1",
+         "--eval-max-new-tokens", "8", "--logging-steps", "1"]
 
 
 def train_events(folder):

@@ -6,14 +6,14 @@ import json
 import pytest
 from transformers import AutoTokenizer, LlamaForCausalLM
 
+from directalign.config import load_config
 from directalign.data.formats import CONVERSATIONAL, load_records
+from directalign.engine.metrics import read_metrics
 from directalign.errors import ConfigError
 from directalign.generation.base import Completion, make_generator
 from directalign.judges.backends import reward_function_judge
 from directalign.judges.synthetic import build_preferences, write_jsonl
-from directalign.training.config import load_config
-from directalign.training.loop import train
-from directalign.training.metrics import read_metrics
+from directalign.training.dpo import train
 
 
 class ScriptedGenerator:
@@ -108,6 +108,7 @@ def test_sampled_dataset_trains_unchanged(tiny_model_dir, tmp_path):
 
     out = tmp_path / "run"
     cfg = load_config(
+        "train",
         overrides=dict(
             model=str(tiny_model_dir),
             data=str(path),

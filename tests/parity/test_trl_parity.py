@@ -12,13 +12,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from directalign.config import TrainConfig
 from directalign.data.batching import build_batch
 from directalign.data.formats import load_records
 from directalign.data.tokenize import tokenize_records
 from directalign.models.loading import load_model, load_tokenizer
 from directalign.models.logprobs import ResponseLogProbs, sequence_logps
 from directalign.models.reference import AdapterReference
-from directalign.training.config import TrainConfig
 from directalign.training.objective import pair_loss, pair_metrics, pair_terms
 
 pytestmark = pytest.mark.integration

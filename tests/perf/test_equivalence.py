@@ -10,8 +10,8 @@ from directalign.data.batching import build_batch
 from directalign.data.formats import load_records
 from directalign.data.tokenize import tokenize_records
 from directalign.errors import ConfigError
+from directalign.models.kernels import check_device
 from directalign.models.logprobs import ResponseLogProbs, check_attention, sequence_logps
-from directalign.training.config import load_config
 from tests.conftest import tiny_llama
 from tests.perf.helpers import lora_with_nonzero_adapters as lora
 from tests.perf.helpers import random_records
@@ -80,8 +80,49 @@ def test_attention_implementations_that_cannot_take_the_mask_are_refused():
     check_attention("eager", "packed")
     with pytest.raises(ConfigError, match="flash_attention_2 cannot take the shared layout's mask"):
         check_attention("flash_attention_2", "shared")
-    with pytest.raises(ConfigError, match="use layout padded with flex_attention"):
-        load_config(overrides={"attn_implementation": "flex_attention", "layout": "packed"})
+    check_attention("flex_attention", "packed")  # a BlockMask, on CUDA
+    with pytest.raises(ConfigError, match="flex_attention needs a CUDA device"):
+        check_device("flex_attention", cuda=False)
+    check_device("flex_attention", cuda=True)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (no FlexAttention CPU backward)")
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("layout", ["shared", "packed"])
+@pytest.mark.parametrize("impl", ["flex_attention", "sdpa"])
+def test_cuda_layouts_match_the_padded_layout(layout, impl):
+    records = random_records(n=5, k=3, seed=5)
+    model = lora(tiny_llama(attn_implementation=impl)).cuda()
+    got = logps_and_grads_on(model, records, layout, "cuda")
+    padded = lora(tiny_llama(attn_implementation="sdpa")).cuda()  # the same seeds: the same weights
+    assert_same(got, logps_and_grads_on(padded, records, "padded", "cuda"), atol=1e-4)
+
+
+@cuda
+@pytest.mark.cuda
+def test_cuda_bf16_autocast_stays_near_fp32():
+    records = random_records(n=4, k=2, seed=6)
+    model = lora(tiny_llama()).cuda()
+    policy = ResponseLogProbs(model, chunk_size=7)
+    batch = build_batch(records, 0, "shared").to("cuda")
+    with torch.no_grad():
+        fp32 = policy(batch)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            bf16 = policy(batch)
+    assert bf16.dtype == torch.float32 and 0 < (bf16 - fp32).abs().max() < 0.05
+
+
+def logps_and_grads_on(model, records, layout, device, chunk_size=7, row_budget=60):
+    model.zero_grad()
+    batch = build_batch(records, 0, layout, row_budget).to(device)
+    logps = sequence_logps(ResponseLogProbs(model, chunk_size)(batch), batch)
+    weights = torch.linspace(-1.0, 1.0, logps.numel(), device=device)
+    (logps * weights).sum().backward()
+    grads = {n: p.grad.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return logps.detach().cpu(), grads
 
 
 def test_sdpa_models_run_the_per_record_attention(monkeypatch):

@@ -6,7 +6,9 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from directalign.config import load_config
 from directalign.data.batching import build_batch
+from directalign.engine.metrics import read_metrics
 from directalign.models.logprobs import ResponseLogProbs
 from directalign.models.reference import (
     AdapterReference,
@@ -17,10 +19,8 @@ from directalign.models.reference import (
     weights_fingerprint,
     with_reference_logps,
 )
-from directalign.training import loop as loop_module
-from directalign.training.config import load_config
-from directalign.training.loop import train
-from directalign.training.metrics import read_metrics
+from directalign.training import reference_cache as reference_cache_module
+from directalign.training.dpo import train
 from tests.conftest import tiny_llama
 from tests.perf.helpers import random_records
 
@@ -84,7 +84,7 @@ def _cfg(tiny_model_dir, out, **kw):
         builtin_eval_pairs=4, per_device_train_batch_size=2, gradient_accumulation_steps=2, learning_rate=1e-2,
         save_steps=0, seed=3, kl_prompts=0, resume=False,
     )
-    return load_config(overrides={**base, **kw})
+    return load_config("train", overrides={**base, **kw})
 
 
 def _losses(run):
@@ -100,7 +100,7 @@ def test_training_reads_the_cache_and_matches_the_live_reference(tiny_model_dir,
     def forbidden(*args, **kwargs):
         raise AssertionError("a reference forward ran although the cache holds every log-prob")
 
-    monkeypatch.setattr(loop_module, "compute_reference_logps", forbidden)
+    monkeypatch.setattr(reference_cache_module, "compute_reference_logps", forbidden)
     monkeypatch.setattr(AdapterReference, "sequence_logps", forbidden)
     result = train(_cfg(tiny_model_dir, tmp_path / "warm", precompute_ref_log_probs=True))
     assert "read from the cache" in capsys.readouterr().out

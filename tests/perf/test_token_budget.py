@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from directalign.data.batching import token_budget_batches
-from directalign.training.loop import MicroBatches, train
-from directalign.training.metrics import read_metrics
-from tests.training.test_loop import _cfg
+from directalign.data.sampler import MicroBatches
+from directalign.engine.metrics import read_metrics
+from directalign.training.dpo import train
+from tests.training.test_dpo import _cfg
 
 
 def test_token_budget_batches_cut_in_order_within_budget():

@@ -6,15 +6,12 @@ import math
 import pytest
 import torch
 
+from directalign.config import load_config
+from directalign.engine.metrics import read_metrics
 from directalign.errors import ConfigError
-from directalign.reward_models.bradley_terry import (
-    RewardModelConfig,
-    bradley_terry_loss,
-    load_backbone,
-    train_reward_model,
-)
+from directalign.reward_models.bradley_terry import bradley_terry_loss, load_backbone
 from directalign.reward_models.scoring import METADATA_FILE, RewardModel
-from directalign.training.metrics import read_metrics
+from directalign.reward_models.trainer import train_reward_model
 
 
 def test_loss_is_the_negative_log_likelihood_of_the_preference():
@@ -38,7 +35,7 @@ def config(tiny_model_dir, easy_pairs, out, **overrides):
         max_prompt_length=48,
         seed=0,
     )
-    return RewardModelConfig(**{**values, **overrides})
+    return load_config("reward-model train", overrides={**values, **overrides})
 
 
 def test_lora_training_learns_logs_and_saves_a_loadable_model(tiny_model_dir, easy_pairs, tmp_path):
@@ -108,11 +105,12 @@ def test_full_fine_tuning_with_a_margin_and_a_second_run_replaces_the_model(tiny
             max_steps=1,
             eval_before_training=False,
             seed=5,
+            overwrite_output_dir=True,  # a finished run is replaced only when asked
         )
     )
     assert second.model_dir == first.model_dir
     assert RewardModel.load(out).score(["q"], ["a"]) != scores_first
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.jsonl", "reward_model"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "finished.json", "metrics.jsonl", "reward_model"]
 
 
 def test_lora_on_the_last_layers_only(tiny_model_dir, easy_pairs, tmp_path):
@@ -127,6 +125,8 @@ def test_lora_on_the_last_layers_only(tiny_model_dir, easy_pairs, tmp_path):
         load_backbone(config(tiny_model_dir, easy_pairs, tmp_path, lora_layers=3), load_tokenizer(str(tiny_model_dir)))
 
 
-def test_invalid_options_are_reported_together():
-    with pytest.raises(ConfigError, match="data is required.*max_prompt_length \\(512\\) must be below max_length"):
-        RewardModelConfig(max_length=512, max_prompt_length=512).validate()
+def test_invalid_options_are_one_error_naming_the_key():
+    with pytest.raises(ConfigError, match="max_prompt_length .512. must be smaller than max_length .512."):
+        load_config("reward-model train", overrides={"max_length": 512, "max_prompt_length": 512})
+    with pytest.raises(ConfigError, match="reward-model train: margin must be >= 0"):
+        load_config("reward-model train", overrides={"margin": -1})

@@ -3,7 +3,7 @@
 import json
 
 from directalign.cli.main import main
-from directalign.training.metrics import read_metrics
+from directalign.engine.metrics import read_metrics
 
 
 def test_train_then_score_pairs_and_responses(tiny_model_dir, easy_pairs, tmp_path, capsys):
@@ -73,9 +73,8 @@ def test_train_then_score_pairs_and_responses(tiny_model_dir, easy_pairs, tmp_pa
     assert "n_rows" in capsys.readouterr().out
 
 
-def test_bad_flag_values_are_usage_errors(capsys):
-    import pytest
-
-    with pytest.raises(SystemExit):
-        main(["reward-model", "train", "--data", "x.jsonl", "--use-peft", "maybe"])
-    assert "expected true or false, got 'maybe'" in capsys.readouterr().err
+def test_bad_flag_values_are_one_line_errors(capsys):
+    assert main(["reward-model", "train", "--data", "x.jsonl", "--use-peft", "maybe"]) == 1
+    assert "use_peft: cannot read 'maybe' as true or false" in capsys.readouterr().err
+    assert main(["reward-model", "train", "--label-smoothing", "0.1"]) == 1
+    assert "reward-model train does not take 'label_smoothing'" in capsys.readouterr().err

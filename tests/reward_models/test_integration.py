@@ -4,8 +4,9 @@ import gzip
 
 import pytest
 
-from directalign.reward_models.bradley_terry import RewardModelConfig, train_reward_model
+from directalign.config import load_config
 from directalign.reward_models.scoring import RewardModel
+from directalign.reward_models.trainer import train_reward_model
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +17,7 @@ def test_reward_model_fits_real_hh_rlhf_pairs(hh_rlhf_file, tmp_path):
         subset.write_text("".join(next(f) for _ in range(8)))
     # Trained and evaluated on the same 8 pairs: a test-sized run can show fitting, not generalisation (the
     # README gives the held-out accuracy of a longer run).
-    cfg = RewardModelConfig(
+    cfg = load_config("reward-model train", overrides=dict(
         data=str(subset),
         eval_data=str(subset),
         output_dir=str(tmp_path / "rm"),
@@ -28,7 +29,7 @@ def test_reward_model_fits_real_hh_rlhf_pairs(hh_rlhf_file, tmp_path):
         max_prompt_length=96,
         logging_steps=4,
         warmup_ratio=0.0,
-    )
+    ))
     result = train_reward_model(cfg)
     before, after = result.eval_before, result.eval_after
     assert after["n_pairs"] == 8

@@ -7,9 +7,9 @@ import torch
 
 from directalign.data.batching import build_batch
 from directalign.data.types import TokenizedRecord
+from directalign.engine.metrics import read_metrics
 from directalign.training import grpo as grpo_module
 from directalign.training.grpo import grpo, per_response_tokens
-from directalign.training.metrics import read_metrics
 from tests.training.test_online import length_reward, onpolicy_config
 
 RECORDS = [
@@ -34,7 +34,7 @@ def grpo_events(path):
 
 
 def test_grpo_logs_rewards_kl_lengths_and_clipping(tiny_model_dir, tmp_path):
-    result = grpo(onpolicy_config(tiny_model_dir, tmp_path / "run", method="grpo", beta=0.04), length_reward)
+    result = grpo(onpolicy_config(tiny_model_dir, tmp_path / "run", command="grpo", beta=0.04), length_reward)
     events = grpo_events(tmp_path / "run")
     assert [e["step"] for e in events] == [1, 2]
     for key in ("reward", "reward_std", "rewards/length_reward/mean", "rewards/length_reward/std", "kl",
@@ -47,7 +47,7 @@ def test_grpo_logs_rewards_kl_lengths_and_clipping(tiny_model_dir, tmp_path):
 
 
 def test_several_updates_per_batch_clip(tiny_model_dir, tmp_path):
-    cfg = onpolicy_config(tiny_model_dir, tmp_path / "run", method="grpo", beta=0.0, num_iterations=4,
+    cfg = onpolicy_config(tiny_model_dir, tmp_path / "run", command="grpo", beta=0.0, num_iterations=4,
                           learning_rate=0.05, max_steps=1, eval_before_training=False, kl_prompts=0)
     grpo(cfg, length_reward)
     (event,) = grpo_events(tmp_path / "run")
@@ -59,13 +59,13 @@ def test_beta_zero_runs_no_reference(tiny_model_dir, tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a reference pass ran with beta = 0")
 
-    monkeypatch.setattr(grpo_module, "reference_token_logps", forbidden)
-    cfg = onpolicy_config(tiny_model_dir, tmp_path / "run", method="grpo", beta=0.0, max_steps=1, kl_prompts=0)
+    monkeypatch.setattr(grpo_module, "as_reference", forbidden)
+    cfg = onpolicy_config(tiny_model_dir, tmp_path / "run", command="grpo", beta=0.0, max_steps=1, kl_prompts=0)
     grpo(cfg, length_reward)
 
 
 def test_equal_rewards_teach_nothing(tiny_model_dir, tmp_path):
-    cfg = onpolicy_config(tiny_model_dir, tmp_path / "run", method="grpo", beta=0.0, max_steps=1, kl_prompts=0,
+    cfg = onpolicy_config(tiny_model_dir, tmp_path / "run", command="grpo", beta=0.0, max_steps=1, kl_prompts=0,
                           eval_before_training=False)
     grpo(cfg, lambda prompts, completions, **c: [0.5] * len(completions))
     (event,) = grpo_events(tmp_path / "run")

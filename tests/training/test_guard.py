@@ -4,10 +4,10 @@ import json
 
 import pytest
 
+from directalign.config import load_config
+from directalign.engine.metrics import read_metrics
 from directalign.errors import ConfigError
-from directalign.training.config import load_config
-from directalign.training.loop import train
-from directalign.training.metrics import read_metrics
+from directalign.training.dpo import train
 
 
 def _cfg(tiny_model_dir, out, **kw):
@@ -24,7 +24,7 @@ def _cfg(tiny_model_dir, out, **kw):
         kl_prompts=4,
         eval_max_new_tokens=16,
     )
-    return load_config(overrides={**base, **kw})
+    return load_config("train", overrides={**base, **kw})
 
 
 def health_events(out):
@@ -44,8 +44,10 @@ def test_overfitting_run_warns_in_console_and_metrics(tiny_model_dir, tmp_path, 
 
 def test_a_run_that_does_not_learn_raises_no_health_warning_and_early_stopping_stops_it(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
-    result = train(_cfg(tiny_model_dir, out, learning_rate=0.0, max_steps=8, kl_prompts=0,
-                        early_stopping_metric="train/loss", early_stopping_patience=2))
+    # A learning rate of 1e-12 moves the loss by about 1e-12: under the threshold, so it does not count.
+    result = train(_cfg(tiny_model_dir, out, learning_rate=1e-12, max_steps=8, kl_prompts=0,
+                        early_stopping_metric="train/loss", early_stopping_patience=2,
+                        early_stopping_threshold=1e-6))
     events = health_events(out)
     assert [(e["check"], e["level"]) for e in events] == [("early_stopping", "stop")]
     # The loss is log 2 at every step: best at step 1, no improvement at steps 2 and 3.
@@ -101,9 +103,9 @@ def test_sample_generations_before_and_after(tiny_model_dir, tmp_path):
         ({"kl_budget": 5.0}, "kl_budget needs eval_steps"),
         ({"kl_budget": 5.0, "eval_steps": 10, "loss_type": "simpo"}, "needs a reference model"),
         ({"early_stopping_metric": "implicit_accuracy"}, "set eval_steps"),
-        ({"early_stopping_mode": "lowest"}, "early_stopping_mode must be min or max"),
+        ({"early_stopping_mode": "lowest"}, "early_stopping_mode must be one of min, max; got 'lowest'"),
     ],
 )
 def test_health_keys_that_cannot_work_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(overrides=overrides)
+        load_config("train", overrides=overrides)

@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
+from directalign.config import load_config
 from directalign.data.batching import build_batch
 from directalign.data.types import TokenizedRecord
+from directalign.engine.metrics import read_metrics
 from directalign.models.logprobs import ResponseLogProbs
 from directalign.models.reference import FrozenReference
-from directalign.training.config import load_config
+from directalign.training.dpo import train
 from directalign.training.kto import KTOObjective, KTOWeights, kto_weights, mismatched_records
-from directalign.training.loop import train
-from directalign.training.metrics import read_metrics
 from tests.conftest import tiny_llama
 
 RECORDS = [
@@ -39,7 +39,7 @@ def logp(model, prompt: list[int], completion: list[int]) -> float:
 
 
 def objective(beta=0.5, weights=(1.0, 1.0)):
-    cfg = load_config(overrides={"loss_type": "kto", "beta": beta})
+    cfg = load_config("train", overrides={"loss_type": "kto", "beta": beta})
     return KTOObjective(cfg, KTOWeights(*weights, 0, 0), pad_token_id=0)
 
 
@@ -110,13 +110,13 @@ def test_one_class_and_batch_of_one_stay_finite(records):
 
 def test_auto_weights_balance_the_class_counts():
     records = [RECORDS[0]] * 6 + [RECORDS[1]] * 2
-    cfg = load_config(overrides={"loss_type": "kto", "undesirable_weight": "auto"})
+    cfg = load_config("train", overrides={"loss_type": "kto", "undesirable_weight": "auto"})
     weights = kto_weights(cfg, records)
     assert (weights.n_desirable, weights.n_undesirable) == (6, 2)
     assert weights.desirable * 6 == pytest.approx(weights.undesirable * 2)
     assert (weights.desirable, weights.undesirable) == pytest.approx((1 / 3, 1.0))
     assert "6 desirable / 2 undesirable" in weights.describe()
-    fixed = kto_weights(load_config(overrides={"loss_type": "kto", "desirable_weight": "1.5"}), records)
+    fixed = kto_weights(load_config("train", overrides={"loss_type": "kto", "desirable_weight": "1.5"}), records)
     assert (fixed.desirable, fixed.undesirable) == (1.5, 1.0)
 
 
@@ -124,15 +124,16 @@ def test_auto_weights_balance_the_class_counts():
     "overrides, message",
     [
         ({"undesirable_weight": "lots"}, "undesirable_weight must be a positive number or auto"),
-        ({"desirable_weight": "0"}, "desirable_weight must be positive"),
+        ({"desirable_weight": "0"}, "desirable_weight must be > 0; got 0.0"),
         ({"precompute_ref_log_probs": "true"}, "precompute_ref_log_probs false"),
+        ({"loss_type": "sigmoid", "desirable_weight": "2"}, "loss_type sigmoid does not read desirable_weight"),
     ],
 )
 def test_bad_kto_settings_are_config_errors(overrides, message):
     from directalign.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
-        load_config(overrides={"loss_type": "kto", **overrides})
+        load_config("train", overrides={"loss_type": "kto", **overrides})  # a later loss_type replaces kto
 
 
 def _unpaired_file(path, n_desirable=9, n_undesirable=3):
@@ -144,6 +145,7 @@ def _unpaired_file(path, n_desirable=9, n_undesirable=3):
 
 def test_kto_run_logs_counts_weights_and_kl(tiny_model_dir, tmp_path, capsys):
     cfg = load_config(
+        "train",
         overrides=dict(
             model=str(tiny_model_dir), output_dir=str(tmp_path / "run"), data=str(_unpaired_file(tmp_path / "k.jsonl")),
             eval_split=0.25, loss_type="kto", undesirable_weight="auto", max_steps=3, logging_steps=1,

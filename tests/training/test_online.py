@@ -8,22 +8,23 @@ import math
 import pytest
 import torch
 
+from directalign.config import load_config
+from directalign.data.prompts import builtin_prompt_sets, load_prompts
+from directalign.engine.metrics import read_metrics
 from directalign.errors import ConfigError
 from directalign.generation.base import Completion
-from directalign.training.config import load_config
-from directalign.training.metrics import read_metrics
-from directalign.training.online import best_worst_pairs, online_dpo
-from directalign.training.onpolicy import OnPolicyConfig, builtin_prompt_sets, load_prompts
-from directalign.training.rollout import Group, completion_ids, sampling_metrics
+from directalign.generation.rewards import builtin_content, reward_from_specs
+from directalign.training.online import online_dpo
+from directalign.training.rollout import Group, best_worst_pairs, completion_ids, sampling_metrics
 
 
-def onpolicy_config(tiny_model_dir, out, **kw) -> OnPolicyConfig:
+def onpolicy_config(tiny_model_dir, out, command="online-dpo", **kw):
     base = dict(
         model=str(tiny_model_dir), output_dir=str(out), max_steps=2, per_device_train_batch_size=2,
         builtin_train_prompts=4, builtin_eval_prompts=2, max_new_tokens=5, num_generations=3, kl_prompts=1,
-        kl_samples=1, learning_rate=1e-2, seed=0,
+        kl_samples=1, eval_max_new_tokens=5, learning_rate=1e-2, seed=0, logging_steps=1,
     )
-    return load_config(overrides={**base, **kw}, config_class=OnPolicyConfig)
+    return load_config(command, overrides={**base, **kw})
 
 
 def length_reward(prompts, completions, **columns):
@@ -88,23 +89,18 @@ def test_load_prompts_keeps_columns_and_reads_preference_files(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"num_generations": "1"}, "num_generations must be at least 2"),
-        ({"method": "online"}, "method must be one of"),
-        ({"loss_type": "kto"}, "online-dpo trains on pairs"),
-        ({"beta": "0"}, "beta must be positive"),
+        ({"num_generations": "1"}, "num_generations must be >= 2; got 1"),
+        ({"loss_type": "kto"}, "online-dpo: loss_type must be one of sigmoid, robust"),
+        ({"beta": "0"}, "beta must be > 0"),
         ({"reward_funcs": "builtin,builtin", "reward_weights": "1"}, "reward_weights has 1 values for 2"),
-        ({"temperature": "-1"}, "temperature must be >= 0"),
+        ({"temperature": "-1"}, "temperature must be > 0"),
+        ({"top_p": "0"}, r"top_p must be in \(0, 1\]"),
+        ({"builtin_kinds": "poems"}, "builtin_kinds must be one of arithmetic, .*; got 'poems'"),
     ],
 )
-def test_bad_onpolicy_settings(overrides, message):
+def test_bad_onpolicy_settings(overrides, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
-        load_config(overrides=overrides, config_class=OnPolicyConfig)
-
-
-def test_grpo_allows_beta_zero_and_then_needs_no_reference():
-    cfg = load_config(overrides={"method": "grpo", "beta": "0"}, config_class=OnPolicyConfig)
-    assert not cfg.needs_reference and cfg.output_dir == "runs/grpo"
-    assert load_config(overrides={"reward_weights": "0.5"}, config_class=OnPolicyConfig).reward_weights == [0.5]
+        online_dpo(load_config("online-dpo", overrides={"output_dir": str(tmp_path / "run"), **overrides}))
 
 
 def test_online_dpo_steps_on_fresh_pairs(tiny_model_dir, tmp_path):
@@ -141,15 +137,13 @@ def test_all_ties_give_no_pairs_and_no_update(tiny_model_dir, tmp_path):
 
 
 def test_builtin_rewards_and_the_content_format_breakdown():
-    from directalign.training.onpolicy import build_reward, builtin_content
     from directalign.training.rollout import builtin_breakdown
 
     prompt = "What is the capital of Japan? Answer in one word."
     answers = ["Tokyo", "The capital of Japan is Tokyo.", "Nagoya", "I am not sure about that one."]
     assert builtin_content([prompt] * 4, answers) == [1.0, 1.0, 0.0, 0.0]
-    cfg = load_config(overrides={"reward_funcs": "builtin,builtin_content", "reward_weights": "1,1"},
-                      config_class=OnPolicyConfig)
-    assert build_reward(cfg)([prompt] * 4, answers) == [2.0, 1.5, 0.5, 0.0]  # verifier + content
+    reward = reward_from_specs(["builtin", "builtin_content"], [1, 1])
+    assert reward([prompt] * 4, answers) == [2.0, 1.5, 0.5, 0.0]  # verifier + content
     groups = []
     for text in answers:
         g = group([0.0])
@@ -164,8 +158,6 @@ def test_builtin_rewards_and_the_content_format_breakdown():
 def test_a_reward_model_folder_is_a_reward_function(tiny_model_dir, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from directalign.training.onpolicy import build_reward
-
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -174,6 +166,6 @@ def test_a_reward_model_folder_is_a_reward_function(tiny_model_dir, tmp_path):
     torch.nn.init.normal_(model.score.weight, std=1.0)
     model.save_pretrained(tmp_path / "rm")
     tokenizer.save_pretrained(tmp_path / "rm")
-    cfg = load_config(overrides={"reward_funcs": f"reward_model:{tmp_path / 'rm'}"}, config_class=OnPolicyConfig)
-    scores = build_reward(cfg)(["Name a colour."] * 2, ["Red.", "I would rather not say anything at all."])
+    scores = reward_from_specs([f"reward_model:{tmp_path / 'rm'}"])(["Name a colour."] * 2,
+                                                                   ["Red.", "I would rather not say anything at all."])
     assert len(scores) == 2 and scores[0] != scores[1]

@@ -54,13 +54,9 @@ def reward_function(args: argparse.Namespace):
     spec = args.reward or (BUILTIN if args.data == BUILTIN else None)
     if spec is None:
         return None
-    if spec == BUILTIN:
-        from directalign.evaluation.generation_eval import builtin_reward
+    from directalign.generation.rewards import reward_from_spec
 
-        return builtin_reward
-    from directalign.generation.rewards import load_reward_function
-
-    return load_reward_function(spec)
+    return reward_from_spec(spec)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 
 from directalign import __version__
-from directalign.errors import DirectAlignError
+from directalign.cli.common import KeysHelpParser
+from directalign.errors import DirectAlignError, RunInterrupted
 
 # Each module has register(subparsers) which adds its parser and sets `func` to a callable(args) -> int.
 COMMAND_MODULES = ["train", "eval", "data", "report", "sweep", "reward_model", "onpolicy", "demo", "judge", "synth"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="directalign", description=__doc__)
+    parser = KeysHelpParser(prog="directalign", description=__doc__)
     parser.add_argument("--version", action="version", version=f"directalign {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=KeysHelpParser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"directalign.cli.{name}").register(subparsers)
     return parser
@@ -28,22 +30,35 @@ def main(argv: list[str] | None = None) -> int:
     # peft asks transformers for a deprecated attribute on every LoRA model; it is not the user's to fix.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     argv = sys.argv[1:] if argv is None else argv
+    if int(os.environ.get("RANK", "0")) != 0:  # launched with several processes: the main one prints results
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     parser = build_parser()
-    # `directalign` with no arguments runs the embedded default training job.
-    args, extra = parser.parse_known_args(argv or ["train"])
-    if not hasattr(args, "func"):
+    if not argv:
         parser.print_help()
-        return 2
-    args.extra = extra
-    if extra and not getattr(args, "accepts_extra", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return 0
+    debug = "--debug" in argv
     try:
+        args, extra = parser.parse_known_args(argv)
+        if not hasattr(args, "func"):
+            parser.print_help()
+            return 2
+        args.extra = extra
+        if extra and not getattr(args, "accepts_extra", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return int(args.func(args) or 0)
+    except RunInterrupted as err:
+        print(f"\n{err}", file=sys.stderr)
+        return err.exit_code
     except DirectAlignError as err:
-        if args.debug:
+        if debug:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("\ninterrupted: nothing was half-written; the last checkpoint, if any, is complete", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from directalign.training.onpolicy import METHODS
+from directalign.cli.common import add_config_command, config_from_args
 
 HELP = {
     "online-dpo": "online DPO: sample k completions per prompt each step, score, DPO on best-vs-worst pairs",
@@ -14,53 +14,43 @@ HELP = {
 
 
 def register(subparsers) -> None:
-    for method in METHODS:
-        p = subparsers.add_parser(
+    for method, text in HELP.items():
+        p = add_config_command(
+            subparsers,
             method,
-            help=HELP[method],
-            description=f"{HELP[method]}. Any config key can be given as --key value (dash or underscore), e.g. "
+            method,
+            help=text,
+            description=f"{text}. Any config key can be given as --key value (dash or underscore), e.g. "
             "--num-generations 8 --reward-funcs builtin,my_rewards.py:brevity --max-steps 20.",
+            losses=("paired",) if method != "grpo" else (),
         )
-        p.add_argument("--config", help="YAML file of config keys (TrainConfig and OnPolicyConfig fields)")
-        p.add_argument("--prompts", help="prompt file (a prompt or messages column); default: built-in tasks")
-        p.add_argument("--model", help="embedded name, local folder or hub id (default: smollm2-135m-instruct)")
-        p.add_argument("--output-dir", "--output_dir", dest="output_dir", help="default: runs/<method>")
-        p.set_defaults(func=run, method=method, accepts_extra=True)
+        p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from directalign.training.config import load_config, parse_cli_overrides
-    from directalign.training.onpolicy import OnPolicyConfig
-
-    overrides = parse_cli_overrides(args.extra)
-    for key in ("prompts", "model", "output_dir"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    overrides["method"] = args.method
-    cfg = load_config(args.config, overrides, config_class=OnPolicyConfig)
-    result = run_method(cfg)
-    print(summary(result))
+    cfg = config_from_args(args, args.config_command)
+    print(summary(run_method(cfg)))
     return 0
 
 
-def run_method(cfg):
-    if cfg.method == "online-dpo":
+def run_method(cfg, reward_fn=None):
+    if cfg.command == "online-dpo":
         from directalign.training.online import online_dpo
 
-        return online_dpo(cfg)
-    if cfg.method == "grpo":
+        return online_dpo(cfg, reward_fn)
+    if cfg.command == "grpo":
         from directalign.training.grpo import grpo
 
-        return grpo(cfg)
+        return grpo(cfg, reward_fn)
     from directalign.training.iterative import iterative_dpo
 
-    return iterative_dpo(cfg)
+    return iterative_dpo(cfg, reward_fn)
 
 
 def summary(result) -> str:
     from directalign.training.iterative import rounds_table
 
-    lines = [f"outputs: {result.output_dir} (metrics in metrics.jsonl)"]
+    lines = [f"outputs: {result.output_dir} ({result.steps} steps; metrics in metrics.jsonl)"]
     if result.history and "round" in result.history[0]:
         lines.append(rounds_table(result.history))
     elif result.eval_after:

@@ -1,42 +1,30 @@
 """`directalign reward-model train | score`: train a Bradley-Terry reward model, score preference data with it.
 
-Thin: parse -> call directalign.reward_models -> print. Every RewardModelConfig field is a `train` flag.
+Thin: parse -> call directalign.reward_models -> print. `train` takes every reward-model key (--help lists them).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import typing
 from pathlib import Path
 
+from directalign.cli.common import add_config_command, config_from_args
 from directalign.errors import DataError
-from directalign.reward_models.bradley_terry import RewardModelConfig
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("reward-model", help="train a Bradley-Terry reward model, or score data with one")
     commands = p.add_subparsers(dest="reward_model_command", metavar="COMMAND")
 
-    train = commands.add_parser(
+    train = add_config_command(
+        commands,
         "train",
+        "reward-model train",
         help="train on preference pairs (LoRA by default)",
         description="Bradley-Terry reward model: the policy's architecture with a one-output score head, "
         "loss -log sigmoid(r_chosen - r_rejected - margin). Writes metrics.jsonl and reward_model/.",
     )
-    hints = typing.get_type_hints(RewardModelConfig)
-    for f in dataclasses.fields(RewardModelConfig):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        convert = _converter(hints[f.name])
-        train.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            type=convert,
-            metavar=convert.__name__.upper(),
-            default=None,
-            help=f"default: {','.join(default) if isinstance(default, list) else default}",
-        )
     train.set_defaults(func=run_train)
 
     score = commands.add_parser(
@@ -56,11 +44,9 @@ def register(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from directalign.reward_models.bradley_terry import train_reward_model
+    from directalign.reward_models.trainer import train_reward_model
 
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RewardModelConfig)}
-    cfg = RewardModelConfig(**{key: value for key, value in values.items() if value is not None})
-    result = train_reward_model(cfg)
+    result = train_reward_model(config_from_args(args, "reward-model train"))
     print(f"reward model: {result.model_dir} ({result.steps} steps; metrics in {result.output_dir / 'metrics.jsonl'})")
     before, after = result.eval_before, result.eval_after
     if after:
@@ -131,26 +117,3 @@ def _path(value: str) -> Path:
     if not path.exists():
         raise DataError(f"{path}: no such file")
     return path
-
-
-def _converter(hint: object):
-    """argparse type for a config field: bools from true/false, lists from commas, "none" for optionals."""
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), hint) if args and optional else hint
-
-    def convert(text: str):
-        if optional and text.lower() in ("none", "null"):
-            return None
-        if base is bool:
-            if text.lower() in ("true", "1", "yes", "on"):
-                return True
-            if text.lower() in ("false", "0", "no", "off"):
-                return False
-            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-        if typing.get_origin(base) is list:
-            return [item.strip() for item in text.split(",") if item.strip()]
-        return base(text)  # a ValueError becomes argparse's "invalid <type> value" message
-
-    convert.__name__ = "list" if typing.get_origin(base) is list else getattr(base, "__name__", "value")
-    return convert

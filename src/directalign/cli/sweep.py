@@ -29,12 +29,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from directalign.config import load_config, parse_cli_overrides
     from directalign.reports.html import write_report
-    from directalign.training.config import load_config, parse_cli_overrides
     from directalign.training.sweep import SweepSettings, format_results, parse_param, run_sweep
 
     overrides = parse_cli_overrides(args.extra)
-    use_peft = load_config(args.config, overrides).use_peft
+    use_peft = load_config("train", args.config, overrides).use_peft
     params = [parse_param(spec, use_peft) for spec in args.param or ["beta", "learning_rate"]]
     settings = SweepSettings(args.metric, args.direction, args.sampler, args.n_trials, args.grid_points, args.seed)
     results = run_sweep(args.output_dir, params, settings, args.config, overrides)

@@ -1,42 +1,37 @@
-"""`directalign train`: run a training job from a YAML config, flags and `--key value` overrides."""
+"""`directalign train`: the DPO family and KTO from a YAML config, flags and `--key value` overrides."""
 
 from __future__ import annotations
 
 import argparse
 from importlib.resources import files
 
-from directalign.training.config import load_config, parse_cli_overrides
+from directalign.cli.common import add_config_command, config_from_args
 
 BUILTIN_CONFIG = str(files("directalign") / "configs" / "builtin.yaml")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_config_command(
+        subparsers,
+        "train",
         "train",
         help="align a model on preference data (default: the embedded model on the built-in set)",
-        description="Train with DPO or a relative. Any config key can be given as --key value "
-        "(dash or underscore), e.g. --max-steps 40 --beta 0.2 --loss-type ipo.",
+        description="Train with DPO or a relative (the losses table below). Any config key can be given as "
+        "--key value (dash or underscore), e.g. --max-steps 40 --beta 0.2 --loss-type ipo. Without --config or "
+        "--data, the built-in default job (configs/builtin.yaml).",
+        losses=("paired", "unpaired"),
     )
-    p.add_argument("--config", help="YAML file of config keys")
-    p.add_argument("--data", help="preference data file or folder (default: the built-in set)")
-    p.add_argument("--model", help="embedded name, local folder or hub id (default: smollm2-135m-instruct)")
-    p.add_argument("--output-dir", "--output_dir", dest="output_dir", help="where checkpoints and metrics go")
-    p.set_defaults(func=run, accepts_extra=True)
+    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from directalign.training.loop import train
+    from directalign.training.dpo import train
 
-    overrides = parse_cli_overrides(args.extra)
-    for key in ("data", "model", "output_dir"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    config = args.config
-    if config is None and args.data is None and "data" not in overrides:
-        config = BUILTIN_CONFIG
-        print(f"config: {config} (the built-in default job)")
-    cfg = load_config(config, overrides)
-    result = train(cfg)
+    default = None
+    if args.config is None and not any(t.split("=")[0] in ("--data",) for t in args.extra):
+        default = BUILTIN_CONFIG
+        print(f"config: {default} (the built-in default job)")
+    result = train(config_from_args(args, "train", default))
     print(summary(result))
     return 0
 

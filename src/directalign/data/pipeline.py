@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from directalign.data.types import Message, PreferenceRecord, TokenizedRecord
+from directalign.data.types import Message, TokenizedRecord
 from directalign.data.unpaired import records_for_loss
 
 
@@ -18,10 +18,13 @@ class PreparedData:
     eval_prompts: list[list[Message]] = field(default_factory=list)  # held-out prompts, for sampling
 
 
-def _load(path: str) -> tuple[list[PreferenceRecord], str, list[str]]:
+def _load(path: str, split: str | None = None, config_name: str | None = None):
     from directalign.data.formats import load_records
 
-    result = load_records(path)
+    options = {"split": split} if split else {}
+    if config_name:
+        options["config_name"] = config_name
+    result = load_records(path, **options)
     notes = []
     skipped = sum(result.skipped.values())
     if skipped:
@@ -46,17 +49,23 @@ def prepare_data(cfg, tokenizer) -> PreparedData:
         from directalign.data.builtin import builtin_split
 
         train, held = builtin_split(cfg.builtin_train_pairs, cfg.builtin_eval_pairs, seed=cfg.seed)
-        description = f"built-in verifiable preference set ({len(train)} train / {len(held)} held-out pairs)"
+        origin, unit = "built-in verifiable preference set", "pairs"
     else:
-        train, schema, notes = _load(cfg.data)
+        train, schema, notes = _load(cfg.data, cfg.data_split, cfg.data_config)
         if cfg.eval_data:
             held, _, eval_notes = _load(cfg.eval_data)
             notes += eval_notes
         else:
             train, held = split_records(train, cfg.eval_split, cfg.seed)
-        description = f"{cfg.data} (schema {schema}; {len(train)} train / {len(held)} held-out records)"
+        origin, unit = f"{cfg.data} (schema {schema};", "records"
 
-    train, conversion_notes = records_for_loss(train, cfg.loss_type)
+    if cfg.max_train_records:
+        train = train[: cfg.max_train_records]
+    if cfg.max_eval_records:
+        held = held[: cfg.max_eval_records]
+    opening = origin if origin.endswith(";") else origin + " ("
+    description = f"{opening}{' ' if opening.endswith(';') else ''}{len(train)} train / {len(held)} held-out {unit})"
+    train, conversion_notes = records_for_loss(train, getattr(cfg, "loss_type", "sigmoid"))
     notes += conversion_notes
 
     def tok(records):

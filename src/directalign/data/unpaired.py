@@ -93,9 +93,10 @@ def records_for_loss(
     unpaired data is an error that names the loss to use.
     """
     from directalign.errors import ConfigError
+    from directalign.losses.registry import loss_spec
 
     unpaired = [r for r in train if r.labels is not None and not r.pairs]
-    if loss_type == "kto":
+    if loss_spec(loss_type).data == "unpaired":
         if len(unpaired) == len(train):
             return train, []
         converted = unpair(train)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import torch
 
@@ -22,17 +22,8 @@ from directalign.evaluation.kl import sampled_kl, sampling_config
 from directalign.evaluation.preference import evaluate_preferences
 from directalign.evaluation.winrate import judge_scores, reward_scores, win_rate
 from directalign.generation.base import make_generator
-from directalign.generation.rewards import completion_text
 from directalign.models.logprobs import ResponseLogProbs, sequence_logps
 from directalign.models.reference import AdapterReference
-
-
-def builtin_reward(prompts: Sequence, completions: Sequence, **columns) -> list[float]:
-    """The built-in set's verifier as a reward function: content and format, each half of [0, 1]."""
-    from directalign.data.builtin import verify
-
-    texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
-    return [verify(t, completion_text(c)) for t, c in zip(texts, completions, strict=True)]
 
 
 @torch.no_grad()

@@ -18,6 +18,7 @@ import torch
 from directalign.data.batching import build_batch
 from directalign.data.types import Message, TokenizedRecord
 from directalign.generation.base import Completion, GenerationConfig, make_generator
+from directalign.generation.seeded import generate_seeded
 from directalign.models.logprobs import ResponseLogProbs, sequence_logps
 
 
@@ -92,10 +93,16 @@ def sampled_kl(
     max_new_tokens: int = 64,
     seed: int | None = 0,
     batch_size: int = 8,
+    prompt_seeds: list[int] | None = None,
 ) -> SampledKL:
-    """Sample num_samples completions per prompt from the policy and average their log-ratio to the reference."""
+    """Sample num_samples completions per prompt from the policy and average their log-ratio to the reference.
+    With prompt_seeds, prompt i is sampled with its own seed (directalign.generation.seeded), whatever the batch."""
     generator = make_generator("transformers", model=policy.model, tokenizer=tokenizer, batch_size=batch_size)
-    completions = generator.generate(prompts, sampling_config(num_samples, max_new_tokens, seed))
+    config = sampling_config(num_samples, max_new_tokens, seed)
+    if prompt_seeds is None:
+        completions = generator.generate(prompts, config)
+    else:
+        completions = generate_seeded(generator, prompts, config, prompt_seeds)
     ratios = completion_log_ratios(
         policy,
         reference,

@@ -21,6 +21,73 @@ from directalign.models.logprobs import ResponseLogProbs, sequence_logps
 
 
 @torch.no_grad()
+def preference_scores(
+    policy: ResponseLogProbs,
+    records: list[TokenizedRecord],
+    *,
+    pad_token_id: int,
+    reference=None,
+    batch_size: int = 8,
+    layout: str = "shared",
+    device: torch.device | str = "cpu",
+) -> dict[str, list]:
+    """Per-pair (or, for unpaired records, per-example) log-probs under the policy and the reference, as plain
+    lists, so that processes scoring shares of a held-out set can pool them before `preference_metrics`."""
+    unpaired = bool(records) and all(not r.pairs and r.labels is not None for r in records)
+    was_training = policy.training
+    policy.eval()
+    scores: dict[str, list] = {"chosen": [], "rejected": [], "ref_chosen": [], "ref_rejected": [], "lengths": [],
+                               "logps": [], "ref_logps": [], "labels": []}
+    try:
+        for start in range(0, len(records), batch_size):
+            batch = build_batch(records[start : start + batch_size], pad_token_id, layout).to(device)
+            logps = sequence_logps(policy(batch), batch).float()
+            ref = reference.sequence_logps(batch).float() if reference is not None else None
+            scores["lengths"] += batch.response_lengths.float().tolist()
+            if unpaired:
+                scores["logps"] += logps.tolist()
+                scores["labels"] += batch.labels.tolist()
+                scores["ref_logps"] += ref.tolist() if ref is not None else []
+                continue
+            scores["chosen"] += logps[batch.chosen_index].tolist()
+            scores["rejected"] += logps[batch.rejected_index].tolist()
+            if ref is not None:
+                scores["ref_chosen"] += ref[batch.chosen_index].tolist()
+                scores["ref_rejected"] += ref[batch.rejected_index].tolist()
+    finally:
+        policy.train(was_training)
+    scores["unpaired"] = [unpaired]
+    return scores
+
+
+def pool_scores(parts: list[dict[str, list]]) -> dict[str, list]:
+    """The scores of several shares of one held-out set, as if scored at once."""
+    pooled = {key: [v for part in parts for v in part[key]] for key in parts[0] if key != "unpaired"}
+    pooled["unpaired"] = [any(part["unpaired"][0] for part in parts)]
+    return pooled
+
+
+def preference_metrics(scores: dict[str, list], beta: float) -> dict[str, float]:
+    """The held-out metrics of the module docstring from `preference_scores`."""
+    if scores["unpaired"][0]:
+        return _unpaired_metrics(scores, beta)
+    chosen, rejected = torch.tensor(scores["chosen"]), torch.tensor(scores["rejected"])
+    result = {
+        "n_pairs": int(chosen.numel()),
+        "logp_accuracy": (chosen > rejected).float().mean().item(),
+        "logps_chosen": chosen.mean().item(),
+        "logps_rejected": rejected.mean().item(),
+        "mean_response_length": torch.tensor(scores["lengths"]).mean().item(),
+    }
+    if scores["ref_chosen"]:
+        ref_chosen, ref_rejected = torch.tensor(scores["ref_chosen"]), torch.tensor(scores["ref_rejected"])
+        margins = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+        # A tie (margin exactly 0, as before any training) counts half: the model has no preference yet.
+        result["implicit_accuracy"] = ((margins > 0).float() + 0.5 * (margins == 0).float()).mean().item()
+        result["mean_margin"] = margins.mean().item()
+    return result
+
+
 def evaluate_preferences(
     policy: ResponseLogProbs,
     records: list[TokenizedRecord],
@@ -32,36 +99,11 @@ def evaluate_preferences(
     layout: str = "shared",
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    if records and all(not r.pairs and r.labels is not None for r in records):
-        return _evaluate_unpaired(policy, records, pad_token_id, beta, reference, batch_size, layout, device)
-    was_training = policy.training
-    policy.eval()
-    chosen, rejected, ref_chosen, ref_rejected, lengths = [], [], [], [], []
-    for start in range(0, len(records), batch_size):
-        batch = build_batch(records[start : start + batch_size], pad_token_id, layout).to(device)
-        logps = sequence_logps(policy(batch), batch).float()
-        chosen.append(logps[batch.chosen_index])
-        rejected.append(logps[batch.rejected_index])
-        lengths.append(batch.response_lengths.float())
-        if reference is not None:
-            ref = reference.sequence_logps(batch).float()
-            ref_chosen.append(ref[batch.chosen_index])
-            ref_rejected.append(ref[batch.rejected_index])
-    policy.train(was_training)
-    chosen, rejected = torch.cat(chosen), torch.cat(rejected)
-    result = {
-        "n_pairs": int(chosen.numel()),
-        "logp_accuracy": (chosen > rejected).float().mean().item(),
-        "logps_chosen": chosen.mean().item(),
-        "logps_rejected": rejected.mean().item(),
-        "mean_response_length": torch.cat(lengths).mean().item(),
-    }
-    if reference is not None:
-        margins = beta * ((chosen - torch.cat(ref_chosen)) - (rejected - torch.cat(ref_rejected)))
-        # A tie (margin exactly 0, as before any training) counts half: the model has no preference yet.
-        result["implicit_accuracy"] = ((margins > 0).float() + 0.5 * (margins == 0).float()).mean().item()
-        result["mean_margin"] = margins.mean().item()
-    return result
+    scores = preference_scores(
+        policy, records, pad_token_id=pad_token_id, reference=reference, batch_size=batch_size, layout=layout,
+        device=device,
+    )
+    return preference_metrics(scores, beta)
 
 
 def _pair_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -70,25 +112,14 @@ def _pair_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return ((diff > 0).float() + 0.5 * (diff == 0).float()).mean().item()
 
 
-def _evaluate_unpaired(policy, records, pad_token_id, beta, reference, batch_size, layout, device) -> dict:
-    was_training = policy.training
-    policy.eval()
-    logps, ref_logps, labels, lengths = [], [], [], []
-    for start in range(0, len(records), batch_size):
-        batch = build_batch(records[start : start + batch_size], pad_token_id, layout).to(device)
-        logps.append(sequence_logps(policy(batch), batch).float())
-        labels.append(batch.labels)
-        lengths.append(batch.response_lengths.float())
-        if reference is not None:
-            ref_logps.append(reference.sequence_logps(batch).float())
-    policy.train(was_training)
-    logps, labels = torch.cat(logps), torch.cat(labels).bool()
+def _unpaired_metrics(scores: dict[str, list], beta: float) -> dict[str, float]:
+    logps, labels = torch.tensor(scores["logps"]), torch.tensor(scores["labels"], dtype=torch.bool)
     result = {
         "n_desirable": int(labels.sum()),
         "n_undesirable": int((~labels).sum()),
-        "mean_response_length": torch.cat(lengths).mean().item(),
+        "mean_response_length": torch.tensor(scores["lengths"]).mean().item(),
     }
-    rewards = beta * (logps - torch.cat(ref_logps)) if reference is not None else None
+    rewards = beta * (logps - torch.tensor(scores["ref_logps"])) if scores["ref_logps"] else None
     for name, mask in (("chosen", labels), ("rejected", ~labels)):
         if mask.any():
             result[f"logps_{name}"] = logps[mask].mean().item()

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from directalign.data.builtin import check, verify
 from directalign.errors import ConfigError, DataError
 
 RewardFunction = Callable[..., list[float]]
@@ -169,6 +170,43 @@ def reward_breakdown(
         per_function[name] = scores
         total = [t + weight * s for t, s in zip(total, scores, strict=True)]
     return total, per_function
+
+
+def builtin_reward(prompts: Sequence, completions: Sequence, **columns) -> list[float]:
+    """The built-in tasks' verifier as a reward function: content and format, each half of [0, 1]."""
+    texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+    return [verify(t, completion_text(c)) for t, c in zip(texts, completions, strict=True)]
+
+
+def builtin_content(prompts: Sequence, completions: Sequence, **columns) -> list[float]:
+    """1.0 when a built-in task's answer has the right content (the number, fact, yes/no or items), whatever its
+    format: the content half of the verifier, to weigh correctness above format."""
+    texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+    return [float(check(t, completion_text(c))[0]) for t, c in zip(texts, completions, strict=True)]
+
+
+def reward_from_spec(spec: str) -> RewardFunction:
+    """One reward function by name: "builtin" (the built-in tasks' verifier), "builtin_content" (its content half),
+    "reward_model:FOLDER" (a `directalign reward-model train` output or a *ForSequenceClassification folder),
+    "module:function" or "path/to/file.py:function"."""
+    if spec == "builtin":
+        return builtin_reward
+    if spec == "builtin_content":
+        return builtin_content
+    if spec.startswith("reward_model:"):
+        from directalign.reward_models.scoring import RewardModel  # loads torch and transformers: only on request
+
+        return RewardModel.load(spec.removeprefix("reward_model:")).as_reward_function()
+    return load_reward_function(spec)
+
+
+def reward_from_specs(specs: Sequence[str], weights: Sequence[float] | None = None) -> RewardFunction:
+    """The named reward functions (see reward_from_spec), combined with their weights when there are several."""
+    functions = [reward_from_spec(spec) for spec in specs]
+    weights = list(weights) if weights else [1.0] * len(functions)
+    if len(functions) == 1 and weights[0] == 1.0:
+        return functions[0]
+    return combine(list(zip(functions, weights, strict=True)))
 
 
 def load_reward_function(spec: str) -> RewardFunction:

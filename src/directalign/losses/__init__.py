@@ -1,55 +1,43 @@
-"""The preference-loss family as pure functions over per-sequence log-probs, one module per family.
+"""The preference-loss family as pure functions over per-sequence log-probs, one module per family:
+paired.py (DPO, cDPO, robust DPO, IPO, hinge), reference_free.py (SimPO, ORPO, CPO), kto.py, grpo.py.
 
-`LOSS_TYPES` maps each loss name a config may use to its function and whether it needs reference log-probs,
-so the trainer knows whether to build (or cache) a reference model.
+Each loss registers itself beside its function (`directalign.losses.registry`). The names below load their
+module on first use (PEP 562), so that the registry, which the command line reads, imports no torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+import importlib
 
-from directalign.losses.grpo import GRPOLoss, group_advantages, grpo_loss
-from directalign.losses.kto import kto_auto_weights, kto_kl_anchor, kto_loss
-from directalign.losses.paired import dpo_loss, hinge_loss, implicit_rewards, ipo_loss, robust_dpo_loss
-from directalign.losses.reference_free import cpo_loss, nll_loss, orpo_loss, simpo_loss
-
-
-class LossType(NamedTuple):
-    """A loss function and whether it compares against a reference model."""
-
-    fn: Callable[..., object]
-    needs_reference: bool
-
-
-LOSS_TYPES: dict[str, LossType] = {
-    "sigmoid": LossType(dpo_loss, True),
-    "dpo": LossType(dpo_loss, True),
-    "robust": LossType(robust_dpo_loss, True),
-    "ipo": LossType(ipo_loss, True),
-    "hinge": LossType(hinge_loss, True),
-    "simpo": LossType(simpo_loss, False),
-    "orpo": LossType(orpo_loss, False),
-    "cpo": LossType(cpo_loss, False),
-    "kto": LossType(kto_loss, True),
+_HOMES = {
+    "dpo_loss": "paired",
+    "hinge_loss": "paired",
+    "implicit_rewards": "paired",
+    "ipo_loss": "paired",
+    "robust_dpo_loss": "paired",
+    "cpo_loss": "reference_free",
+    "nll_loss": "reference_free",
+    "orpo_loss": "reference_free",
+    "simpo_loss": "reference_free",
+    "kto_auto_weights": "kto",
+    "kto_kl_anchor": "kto",
+    "kto_loss": "kto",
+    "GRPOLoss": "grpo",
+    "group_advantages": "grpo",
+    "grpo_loss": "grpo",
+    "LOSSES": "registry",
+    "LossSpec": "registry",
+    "PairTerms": "registry",
+    "loss_names": "registry",
+    "loss_spec": "registry",
+    "register_loss": "registry",
 }
+FAMILIES = ("paired", "reference_free", "kto", "grpo")  # every module that registers losses
 
-__all__ = [
-    "GRPOLoss",
-    "LOSS_TYPES",
-    "LossType",
-    "cpo_loss",
-    "dpo_loss",
-    "group_advantages",
-    "grpo_loss",
-    "hinge_loss",
-    "implicit_rewards",
-    "ipo_loss",
-    "kto_auto_weights",
-    "kto_kl_anchor",
-    "kto_loss",
-    "nll_loss",
-    "orpo_loss",
-    "robust_dpo_loss",
-    "simpo_loss",
-]
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'directalign.losses' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"directalign.losses.{_HOMES[name]}"), name)

@@ -21,6 +21,8 @@ from typing import NamedTuple
 
 import torch
 
+from directalign.losses.registry import register_loss
+
 
 class GRPOLoss(NamedTuple):
     """The scalar loss and what to log: mean per-token KL (k3) and the fraction of tokens clipped."""
@@ -49,6 +51,14 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4, 
     return centred.reshape(-1)
 
 
+@register_loss(
+    "grpo",
+    summary="GRPO's clipped group-relative policy gradient with a k3 KL penalty beta (Shao et al. 2024)",
+    reference=True,
+    data="grouped",
+    keys=("beta", "epsilon", "num_iterations", "scale_rewards"),
+    rewards="none",
+)
 def grpo_loss(
     policy_logps: torch.Tensor,
     old_logps: torch.Tensor,
@@ -58,12 +68,15 @@ def grpo_loss(
     epsilon: float = 0.2,
     beta: float = 0.0,
     ref_logps: torch.Tensor | None = None,
+    num_tokens: torch.Tensor | float | None = None,
 ) -> GRPOLoss:
     """The clipped GRPO objective over per-token log-probs (see the module docstring).
 
     policy_logps, old_logps, ref_logps and mask are (num_completions, T); mask is 1 on completion tokens and 0 on
     padding; advantages is (num_completions,). old_logps and ref_logps carry no gradient. beta = 0 leaves out the
-    KL term (ref_logps may then be None).
+    KL term (ref_logps may then be None). num_tokens is what the token sums are divided by: by default this
+    batch's completion tokens; a trainer spreading one batch over several processes passes the count over all
+    of them, so that the loss means the same as on one process.
     """
     if beta and ref_logps is None:
         raise ValueError("a KL penalty (beta > 0) needs ref_logps")
@@ -75,7 +88,7 @@ def grpo_loss(
     per_token = -torch.min(unclipped, clipped)
     # Where the clipped term is the smaller one, the token gets no gradient: ratio pushed past the trust region.
     clipped_tokens = ((ratio < 1 - epsilon) & (advantage < 0)) | ((ratio > 1 + epsilon) & (advantage > 0))
-    tokens = mask.sum().clamp(min=1)
+    tokens = (mask.sum() if num_tokens is None else torch.as_tensor(num_tokens, dtype=mask.dtype)).clamp(min=1)
     kl = torch.zeros((), dtype=policy_logps.dtype, device=policy_logps.device)
     if ref_logps is not None:
         delta = ref_logps.detach() - policy_logps

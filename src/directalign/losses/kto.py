@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from directalign.losses.registry import register_loss
+
 Hyper = float | torch.Tensor
 
 
@@ -24,6 +26,13 @@ def kto_kl_anchor(policy_mismatched_logps: torch.Tensor, ref_mismatched_logps: t
     return (policy_mismatched_logps - ref_mismatched_logps).mean().clamp(min=0).detach()
 
 
+@register_loss(
+    "kto",
+    summary="KTO for unpaired desirable/undesirable examples (Ethayarajh et al. 2024)",
+    reference=True,
+    data="unpaired",
+    keys=("beta", "desirable_weight", "undesirable_weight"),
+)
 def kto_loss(
     policy_logps: torch.Tensor,
     ref_logps: torch.Tensor,

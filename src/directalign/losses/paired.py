@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from directalign.errors import ConfigError
+from directalign.losses.registry import PairTerms, register_loss
 
 Hyper = float | torch.Tensor
 
@@ -61,6 +62,17 @@ def dpo_loss(
     return -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
 
 
+@register_loss(
+    "sigmoid",
+    summary="DPO (Rafailov et al. 2023); cDPO with label_smoothing > 0",
+    reference=True,
+    data="paired",
+    keys=("beta", "label_smoothing", "rpo_alpha"),
+)
+def _sigmoid(t: PairTerms, cfg) -> torch.Tensor:
+    return dpo_loss(t.policy_chosen, t.policy_rejected, t.ref_chosen, t.ref_rejected, cfg.beta, cfg.label_smoothing)
+
+
 def robust_dpo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -84,6 +96,19 @@ def robust_dpo_loss(
     return noisy / (1 - 2 * label_smoothing)
 
 
+@register_loss(
+    "robust",
+    summary="robust DPO, unbiased under label noise label_smoothing (Chowdhury et al. 2024)",
+    reference=True,
+    data="paired",
+    keys=("beta", "label_smoothing", "rpo_alpha"),
+)
+def _robust(t: PairTerms, cfg) -> torch.Tensor:
+    return robust_dpo_loss(
+        t.policy_chosen, t.policy_rejected, t.ref_chosen, t.ref_rejected, cfg.beta, cfg.label_smoothing
+    )
+
+
 def ipo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -105,6 +130,19 @@ def ipo_loss(
     return (h - 1 / (2 * beta)) ** 2
 
 
+@register_loss(
+    "ipo",
+    summary="IPO on length-averaged log-ratios (Azar et al. 2023); beta is the paper's tau",
+    reference=True,
+    data="paired",
+    keys=("beta", "rpo_alpha"),
+)
+def _ipo(t: PairTerms, cfg) -> torch.Tensor:
+    # Length-averaged log-ratios, as IPO's authors confirmed to TRL (see ipo_loss).
+    c, r = t.chosen_lengths, t.rejected_lengths
+    return ipo_loss(t.policy_chosen / c, t.policy_rejected / r, t.ref_chosen / c, t.ref_rejected / r, cfg.beta)
+
+
 def hinge_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -120,3 +158,14 @@ def hinge_loss(
     """
     h = _log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     return torch.relu(1 - beta * h)
+
+
+@register_loss(
+    "hinge",
+    summary="SLiC hinge on the log-ratio margin (Zhao et al. 2023)",
+    reference=True,
+    data="paired",
+    keys=("beta", "rpo_alpha"),
+)
+def _hinge(t: PairTerms, cfg) -> torch.Tensor:
+    return hinge_loss(t.policy_chosen, t.policy_rejected, t.ref_chosen, t.ref_rejected, cfg.beta)

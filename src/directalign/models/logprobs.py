@@ -13,11 +13,11 @@ Attention implementations and the layouts' masks (check_attention, attention_mas
 - flash_attention_2/3 (varlen kernels) take no arbitrary mask, only padding or packed sequences that transformers
   detects from position_ids restarting at 0. That expresses independent causal sequences, i.e. the padded layout,
   not a prompt shared by sibling responses, so they are accepted with layout "padded" only.
-- flex_attention: the GPU path for the shared and packed layouts is a BlockMask built from the 4D mask
-  (torch.nn.attention.flex_attention.create_block_mask with mask_mod = lambda b, h, q, kv: mask[b, 0, q, kv]), which
-  skips fully masked blocks (other records, sibling responses). It is not enabled: FlexAttention has no backward on
-  CPU and its CPU compile fails here, so it is untested; like any other implementation not listed above it is
-  accepted with layout "padded" only.
+- flex_attention (CUDA): the shared and packed layouts' mask as a BlockMask
+  (torch.nn.attention.flex_attention.create_block_mask with mask_mod = lambda b, h, q, kv: mask[b, q, kv]), which
+  skips the fully masked 128 x 128 blocks (other records, sibling responses); transformers takes a 4D BlockMask as
+  it is. FlexAttention has no CPU backward, so on a CPU it is refused at start-up; its equivalence with the padded
+  layout is tested on CUDA (tests marked `cuda`).
 Any other combination is refused with a ConfigError, never run with a mask the kernel would ignore.
 """
 
@@ -29,10 +29,8 @@ import torch
 from torch import nn
 
 from directalign.data.batching import SequenceBatch
-from directalign.errors import ConfigError
 from directalign.models.attention import SEGMENT_ATTENTION, attention_implementation
-
-MASK_4D = ("sdpa", "eager")  # implementations tested with the shared and packed layouts' 4D masks
+from directalign.models.kernels import check_attention
 
 
 class _ChunkedTokenLogProbs(torch.autograd.Function):
@@ -136,17 +134,6 @@ def causal_lm(model: nn.Module) -> nn.Module:
             return model
 
 
-def check_attention(impl: str | None, layout: str) -> None:
-    """Refuse an attention implementation that cannot express the layout's mask (see the module docstring)."""
-    impl = impl or "sdpa"
-    if layout == "padded" or impl in MASK_4D:
-        return
-    raise ConfigError(
-        f"attn_implementation {impl} cannot take the {layout} layout's mask (sibling responses share their prompt "
-        f"but must not see each other): use layout padded with {impl}, or attn_implementation sdpa or eager"
-    )
-
-
 def attention_mask_for(model: nn.Module, mask: torch.Tensor, dtype: torch.dtype):
     """The layout's mask in the form the model's attention implementation takes (see the module docstring)."""
     if mask.dim() != 4:
@@ -155,7 +142,22 @@ def attention_mask_for(model: nn.Module, mask: torch.Tensor, dtype: torch.dtype)
     check_attention(impl, "shared/packed")
     if impl == "eager":
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    if impl == "flex_attention":
+        return block_mask(mask)
     return mask
+
+
+def block_mask(mask: torch.Tensor):
+    """The (rows, 1, T, T) bool mask as a FlexAttention BlockMask (blocks wholly masked are skipped)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    dense = mask[:, 0].contiguous()
+
+    def mask_mod(b, h, q, kv):
+        return dense[b, q, kv]
+
+    rows, _, length, _ = mask.shape
+    return create_block_mask(mask_mod, B=rows, H=None, Q_LEN=length, KV_LEN=length, device=mask.device)
 
 
 class ResponseLogProbs(nn.Module):
@@ -169,6 +171,8 @@ class ResponseLogProbs(nn.Module):
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
+        # What FSDP's transformer-based auto-wrap shards by (the decoder layer class), as on the model itself.
+        self._no_split_modules = getattr(causal_lm(model), "_no_split_modules", None)
 
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         lm = causal_lm(self.model)

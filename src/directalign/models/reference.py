@@ -22,12 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from directalign.data.batching import SequenceBatch, build_batch
 from directalign.data.types import TokenizedRecord
 from directalign.models.loading import directalign_home
 from directalign.models.logprobs import ResponseLogProbs, sequence_logps
+from directalign.models.precision import store_frozen_linears_in
 
 
 class AdapterReference:
@@ -53,6 +56,20 @@ class FrozenReference:
     @torch.no_grad()
     def sequence_logps(self, batch: SequenceBatch) -> torch.Tensor:
         return sequence_logps(self.scorer(batch), batch)
+
+
+def frozen_copy(model: torch.nn.Module, bf16: bool = False) -> FrozenReference:
+    """A frozen copy of `model` as a reference; under bf16 its linear weights are stored in bf16."""
+    reference = FrozenReference.copy_of(model)
+    if bf16:
+        store_frozen_linears_in(reference.scorer.model, torch.bfloat16)
+    return reference
+
+
+def live_reference(cfg, policy: ResponseLogProbs) -> AdapterReference | FrozenReference:
+    """The reference of a run that starts from `policy`: the policy with its adapter disabled under LoRA (no
+    second copy in memory), else a frozen copy of the starting weights."""
+    return AdapterReference(policy) if cfg.use_peft else frozen_copy(policy.model, cfg.bf16)
 
 
 class CachedReference:
@@ -112,10 +129,14 @@ def compute_reference_logps(
     layout: str,
     max_tokens_per_row: int | None = None,
     device: torch.device | str = "cpu",
+    show_progress: bool = False,
 ) -> list[list[float]]:
-    """Per-response log-probs of every record under `score` (batch -> (num_responses,)), batch_size records at once."""
+    """Per-response log-probs of every record under `score` (batch -> (num_responses,)), batch_size records at
+    once, with a progress bar (rate, ETA) when show_progress."""
     out: list[list[float]] = []
-    for start in range(0, len(records), batch_size):
+    starts = range(0, len(records), batch_size)
+    bar = tqdm(starts, desc="reference log-probs", unit="batch", disable=not show_progress, dynamic_ncols=True)
+    for start in bar:
         chunk = list(records[start : start + batch_size])
         batch = build_batch(chunk, pad_token_id, layout, max_tokens_per_row).to(device)
         logps = score(batch).float().cpu().tolist()
@@ -125,36 +146,66 @@ def compute_reference_logps(
     return out
 
 
-def cached_reference_logps(key: str, compute: Callable[[], list[list[float]]], num_responses: list[int]):
-    """The log-probs stored under `key`, or `compute()`'s, then stored (atomically: a reader never sees half a file).
+def cache_path(key: str) -> Path:
+    return directalign_home() / "ref-cache" / f"{key}.safetensors"
 
-    Returns (log-probs per record, whether they came from the cache).
-    """
-    path = directalign_home() / "ref-cache" / f"{key}.safetensors"
-    if path.is_file():
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def read_cached_logps(key: str, num_responses: list[int]) -> tuple[list[list[float]] | None, str]:
+    """The log-probs stored under `key`, verified against the checksum stored with them, or (None, why not):
+    "" when there is no entry, else what is wrong with it (it is then recomputed and rewritten)."""
+    path = cache_path(key)
+    if not path.is_file():
+        return None, ""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
         stored = load_file(str(path))
-        if stored["num_responses"].tolist() == num_responses:
-            flat = stored["logps"].tolist()
-            bounds = np.cumsum([0, *num_responses]).tolist()
-            return [flat[a:b] for a, b in zip(bounds, bounds[1:], strict=False)], True
-    logps = compute()
-    _save_atomic(path, {
+    except (OSError, ValueError, RuntimeError) as err:
+        return None, f"unreadable ({str(err).splitlines()[0][:80]})"
+    if metadata.get("sha256") != _digest(stored):
+        return None, "its checksum does not match"
+    if stored.get("num_responses") is None or stored["num_responses"].tolist() != num_responses:
+        return None, "it holds other records"
+    flat = stored["logps"].tolist()
+    bounds = np.cumsum([0, *num_responses]).tolist()
+    return [flat[a:b] for a, b in zip(bounds, bounds[1:], strict=False)], ""
+
+
+def write_cached_logps(key: str, logps: list[list[float]]) -> None:
+    """Store log-probs under `key` with their checksum, atomically (a reader never sees half a file)."""
+    tensors = {
         "logps": torch.tensor([x for rec in logps for x in rec], dtype=torch.float32),
-        "num_responses": torch.tensor(num_responses, dtype=torch.int64),
-    })
-    return logps, False
-
-
-def _save_atomic(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+        "num_responses": torch.tensor([len(rec) for rec in logps], dtype=torch.int64),
+    }
+    path = cache_path(key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, staging = tempfile.mkstemp(prefix=f".staging-{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, staging)
+        save_file(tensors, staging, metadata={"sha256": _digest(tensors)})
         os.replace(staging, path)
     finally:
         if os.path.exists(staging):
             os.unlink(staging)
+
+
+def cached_reference_logps(key: str, compute: Callable[[], list[list[float]]], num_responses: list[int]):
+    """The log-probs stored under `key` (verified), or `compute()`'s, then stored. Returns (log-probs per
+    record, whether they came from the cache)."""
+    logps, _ = read_cached_logps(key, num_responses)
+    if logps is not None:
+        return logps, True
+    logps = compute()
+    write_cached_logps(key, logps)
+    return logps, False
 
 
 def with_reference_logps(records: Sequence[TokenizedRecord], logps: list[list[float]]) -> list[TokenizedRecord]:

@@ -12,9 +12,9 @@ import json
 from html import escape
 from pathlib import Path
 
+from directalign.engine.metrics import read_metrics
 from directalign.errors import ConfigError
 from directalign.reports.plots import frontier_figure, training_panels
-from directalign.training.metrics import read_metrics
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }

@@ -4,7 +4,10 @@ z0 follows the paper (Ethayarajh et al. 2024, section 4.1): within a micro-batch
 scored after prompt i+1 (mod B), by the policy and by the reference, without gradient, and
 z0 = max(0, mean(log pi(y_i|x_{i+1}) - log pi_ref(y_i|x_{i+1}))). A batch of one pairs the completion with its
 own prompt, so z0 is then that example's own log-ratio (clamped, detached): finite, if a poor estimate; use
-batches of 4 or more. The loss itself is `directalign.losses.kto_loss`.
+batches of 4 or more. With several processes the micro-batch is the global one: each process scores the
+mismatched pairs of its own completions (prompt i+1 of the global batch) and the log-ratio sums and counts are
+summed over processes, so z0 is what one process with the whole batch computes. The loss itself is
+`directalign.losses.kto_loss`.
 """
 
 from __future__ import annotations
@@ -53,8 +56,11 @@ def kto_weights(cfg, records: Sequence[TokenizedRecord]) -> KTOWeights:
     return KTOWeights(desirable, undesirable, n_desirable, n_undesirable)
 
 
-def mismatched_records(records: Sequence[TokenizedRecord]) -> list[TokenizedRecord]:
-    """Completion i after prompt i+1 (mod B): the pairs z0 is estimated on."""
+def mismatched_records(
+    records: Sequence[TokenizedRecord], positions: Sequence[int] | None = None
+) -> list[TokenizedRecord]:
+    """Completion i after prompt i+1 (mod B): the pairs z0 is estimated on; only those of `positions` (this
+    process's share of the batch) when given."""
     n = len(records)
     return [
         TokenizedRecord(
@@ -64,7 +70,7 @@ def mismatched_records(records: Sequence[TokenizedRecord]) -> list[TokenizedReco
             source=records[i].source,
             labels=records[i].labels,
         )
-        for i in range(n)
+        for i in (range(n) if positions is None else positions)
     ]
 
 
@@ -83,7 +89,12 @@ class KTOObjective:
         reference,
         records: Sequence[TokenizedRecord],
         batch: SequenceBatch,
+        mismatched: Sequence[TokenizedRecord] | None = None,
+        dist=None,
+        counts: bool = True,
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Per-example loss of `records` (laid out in `batch`); `mismatched` are their z0 pairs (default: within
+        these records), pooled over the processes of `dist`; counts=False (a padding batch) adds nothing to z0."""
         if batch.labels is None or batch.labels.numel() != len(records):
             raise ConfigError(
                 "loss_type kto needs unpaired records (one completion and a label each); "
@@ -91,13 +102,18 @@ class KTOObjective:
             )
         policy_logps = sequence_logps(policy(batch), batch).float()
         ref_logps = reference.sequence_logps(batch).float()
-        kl_batch = build_batch(
-            mismatched_records(records), self.pad_token_id, self.layout, self.max_tokens_per_row
-        ).to(batch.input_ids.device)
+        kl_records = mismatched_records(records) if mismatched is None else list(mismatched)
+        kl_batch = build_batch(kl_records, self.pad_token_id, self.layout, self.max_tokens_per_row)
+        kl_batch = kl_batch.to(batch.input_ids.device)
         with torch.no_grad():
             kl_policy = sequence_logps(policy(kl_batch), kl_batch).float()
             kl_ref = reference.sequence_logps(kl_batch).float()
-        z0 = kto_kl_anchor(kl_policy, kl_ref)
+        ratios = kl_policy - kl_ref
+        if dist is None:
+            z0 = kto_kl_anchor(kl_policy, kl_ref)
+        else:
+            total, count = dist.sum([ratios.sum().item() if counts else 0.0, ratios.numel() if counts else 0])
+            z0 = torch.tensor(max(total / max(count, 1), 0.0), device=ratios.device)
         w = self.weights
         loss = kto_loss(policy_logps, ref_logps, batch.labels, z0, self.beta, w.desirable, w.undesirable)
         return loss, self.metrics(loss, policy_logps, ref_logps, batch.labels, z0)

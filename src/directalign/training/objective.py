@@ -1,39 +1,17 @@
-"""From per-response log-probs to the configured loss and the metrics users know from TRL.
+"""From per-response log-probs to the configured paired loss and the metrics users know from TRL.
 
-The loss functions themselves are pure (directalign.losses); this module only picks the pair members out of a
-batch, chooses the loss by `loss_type`, and names the statistics.
+The loss functions themselves are pure and registered beside their code (directalign.losses.registry); this
+module picks the pair members out of a batch, calls the registered loss of `loss_type`, adds RPO's NLL term
+where the loss reads rpo_alpha, and names the statistics.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from directalign.data.batching import SequenceBatch
-from directalign.losses import (
-    cpo_loss,
-    dpo_loss,
-    hinge_loss,
-    ipo_loss,
-    nll_loss,
-    orpo_loss,
-    robust_dpo_loss,
-    simpo_loss,
-)
-from directalign.training.config import TrainConfig
-
-
-@dataclass
-class PairTerms:
-    """The pair-level quantities of one batch: (num_pairs,) tensors."""
-
-    policy_chosen: torch.Tensor
-    policy_rejected: torch.Tensor
-    ref_chosen: torch.Tensor | None
-    ref_rejected: torch.Tensor | None
-    chosen_lengths: torch.Tensor
-    rejected_lengths: torch.Tensor
+from directalign.losses.reference_free import nll_loss
+from directalign.losses.registry import PairTerms, loss_function, loss_spec
 
 
 def pair_terms(policy_logps: torch.Tensor, ref_logps: torch.Tensor | None, batch: SequenceBatch) -> PairTerms:
@@ -49,57 +27,23 @@ def pair_terms(policy_logps: torch.Tensor, ref_logps: torch.Tensor | None, batch
     )
 
 
-def pair_loss(cfg: TrainConfig, t: PairTerms) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-pair loss and the implicit rewards of chosen and rejected (detached)."""
-    kind = cfg.loss_type
-    if kind in ("sigmoid", "robust", "ipo", "hinge"):
-        refs = (t.ref_chosen, t.ref_rejected)
-        if kind == "ipo":
-            # IPO on length-averaged log-ratios, as its authors confirmed to TRL; beta is the paper's tau.
-            four = (
-                t.policy_chosen / t.chosen_lengths,
-                t.policy_rejected / t.rejected_lengths,
-                refs[0] / t.chosen_lengths,
-                refs[1] / t.rejected_lengths,
-            )
-            loss = ipo_loss(*four, beta=cfg.beta)
-        elif kind == "sigmoid":
-            loss = dpo_loss(
-                t.policy_chosen, t.policy_rejected, *refs, beta=cfg.beta, label_smoothing=cfg.label_smoothing
-            )
-        elif kind == "robust":
-            loss = robust_dpo_loss(
-                t.policy_chosen, t.policy_rejected, *refs, beta=cfg.beta, label_smoothing=cfg.label_smoothing
-            )
-        else:
-            loss = hinge_loss(t.policy_chosen, t.policy_rejected, *refs, beta=cfg.beta)
-        chosen_rewards = cfg.beta * (t.policy_chosen - t.ref_chosen).detach()
-        rejected_rewards = cfg.beta * (t.policy_rejected - t.ref_rejected).detach()
-    elif kind == "simpo":
-        loss = simpo_loss(
-            t.policy_chosen,
-            t.policy_rejected,
-            t.chosen_lengths,
-            t.rejected_lengths,
-            beta=cfg.beta,
-            gamma=cfg.simpo_gamma,
-        )
-        chosen_rewards = cfg.beta * (t.policy_chosen / t.chosen_lengths).detach()
-        rejected_rewards = cfg.beta * (t.policy_rejected / t.rejected_lengths).detach()
-    elif kind == "orpo":
-        loss = orpo_loss(
-            t.policy_chosen, t.policy_rejected, t.chosen_lengths, t.rejected_lengths, lam=cfg.orpo_lambda
-        )
-        chosen_rewards = cfg.beta * (t.policy_chosen / t.chosen_lengths).detach()
-        rejected_rewards = cfg.beta * (t.policy_rejected / t.rejected_lengths).detach()
-    elif kind == "cpo":
-        loss = cpo_loss(t.policy_chosen, t.policy_rejected, t.chosen_lengths, beta=cfg.beta)
-        chosen_rewards = cfg.beta * t.policy_chosen.detach()
-        rejected_rewards = cfg.beta * t.policy_rejected.detach()
-    else:
-        raise ValueError(f"unknown loss_type {kind!r}")
-    if cfg.rpo_alpha is not None and kind in ("sigmoid", "robust", "ipo", "hinge"):
+def implicit_rewards(kind: str, t: PairTerms, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) implicit rewards, detached, in the loss's own terms (see the registry)."""
+    if kind == "log_ratio":
+        return beta * (t.policy_chosen - t.ref_chosen).detach(), beta * (t.policy_rejected - t.ref_rejected).detach()
+    if kind == "per_token":
+        chosen, rejected = t.policy_chosen / t.chosen_lengths, t.policy_rejected / t.rejected_lengths
+        return beta * chosen.detach(), beta * rejected.detach()
+    return beta * t.policy_chosen.detach(), beta * t.policy_rejected.detach()
+
+
+def pair_loss(cfg, t: PairTerms) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair loss of cfg.loss_type and the implicit rewards of chosen and rejected (detached)."""
+    spec = loss_spec(cfg.loss_type, ("paired",))
+    loss = loss_function(cfg.loss_type)(t, cfg)
+    if "rpo_alpha" in spec.keys and cfg.rpo_alpha is not None:
         loss = loss + cfg.rpo_alpha * nll_loss(t.policy_chosen, t.chosen_lengths)
+    chosen_rewards, rejected_rewards = implicit_rewards(spec.rewards, t, cfg.beta)
     return loss, chosen_rewards, rejected_rewards
 
 

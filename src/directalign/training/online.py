@@ -1,100 +1,123 @@
-"""Online DPO (Guo et al. 2024, "Direct Language Model Alignment from Online AI Feedback").
+"""`directalign online-dpo`: online DPO (Guo et al. 2024, "Direct Language Model Alignment from Online AI
+Feedback") on the shared run engine.
 
-Every step: take per_device_train_batch_size prompts, sample num_generations completions for each from the
-current policy, score them, pair each prompt's best completion against its worst (a prompt whose completions all
-score the same gives no pair), and take one DPO-family step (loss_type) on those fresh pairs against the
-reference (the policy with its LoRA disabled). A generated set is a TokenizedRecord whose responses are the
-sampled token ids, so the pair goes through the same batching and log-prob code as offline data.
+Every step takes per_device_train_batch_size x processes x gradient_accumulation_steps training prompts,
+samples num_generations completions for each from the current policy (each process its share, with per-prompt
+seeds), scores them, pairs each prompt's best completion against its worst (a prompt whose completions all
+score the same gives no pair), and takes one step of the configured pair loss on those fresh pairs against the
+reference (the policy with its LoRA disabled, or a frozen copy). A pair is a two-response record, so it goes
+through the same batching, shared-prompt forward pass and registered loss as offline data; the loss is
+normalised by the step's pairs over every process. A step with no pair anywhere only advances the schedule.
+
+setup -> data (prompts, reward) -> model -> loop -> save, as every trainer.
 """
 
 from __future__ import annotations
 
-import time
-import warnings
-
-import torch
-from tqdm.auto import tqdm
-
+from directalign.config import OnlineDPOConfig
 from directalign.data.batching import build_batch
-from directalign.data.types import TokenizedRecord
-from directalign.errors import TrainingError
-from directalign.generation.rewards import RewardFunction
-from directalign.models.logprobs import sequence_logps
+from directalign.data.prompts import prompt_sets
+from directalign.data.sampler import MicroBatches
+from directalign.engine.guard import RunGuard
+from directalign.engine.loop import StepLoop
+from directalign.engine.model_card import model_card
+from directalign.engine.optim import StepOptimizer
+from directalign.engine.run import open_run, steps_plan
+from directalign.engine.save import base_model_id, gathered_state, save_policy
+from directalign.engine.sharding import full_model_state
+from directalign.errors import DataError
+from directalign.generation.base import make_generator
+from directalign.generation.rewards import RewardFunction, reward_from_specs
+from directalign.models.loading import load_tokenizer
+from directalign.models.logprobs import ResponseLogProbs, sequence_logps
+from directalign.models.policy import build_policy
+from directalign.models.reference import live_reference
 from directalign.training.objective import pair_loss, pair_metrics, pair_terms
-from directalign.training.onpolicy import OnPolicyConfig, generation_config
-from directalign.training.optim import make_optimizer, optimizer_step
 from directalign.training.rollout import (
-    Group,
     OnPolicyResult,
-    OnPolicyRun,
-    sample_groups,
+    best_worst_pairs,
+    generation_config,
+    heldout_eval,
     sampling_metrics,
+    shared_sampling,
 )
 
 
-def best_worst_pairs(groups: list[Group]) -> tuple[list[TokenizedRecord], int]:
-    """One (best, worst) pair per group, its two completions as a two-response record; and the number of groups
-    skipped because every completion scored the same. The first of equally scored completions is taken."""
-    records, ties = [], 0
-    for i, g in enumerate(groups):
-        best = max(range(len(g.rewards)), key=lambda k: g.rewards[k])
-        worst = min(range(len(g.rewards)), key=lambda k: g.rewards[k])
-        if g.rewards[best] == g.rewards[worst]:
-            ties += 1
-            continue
-        records.append(
-            TokenizedRecord(g.prompt_ids, [g.response_ids[best], g.response_ids[worst]], [(0, 1)], source=f"group:{i}")
+def online_dpo(cfg: OnlineDPOConfig, reward_fn: RewardFunction | None = None, on_step=None) -> OnPolicyResult:
+    """Run (or resume) online DPO; reward_fn overrides cfg.reward_funcs (any `f(prompts, completions, **columns)`
+    callable). `on_step(step, metrics)` is called after every step."""
+    with open_run(cfg) as run:
+        # Data: prompts and the reward.
+        tokenizer = load_tokenizer(cfg.model)
+        train_prompts, held = prompt_sets(cfg)
+        if not len(train_prompts):
+            raise DataError("no training prompts")
+        reward_fn = reward_fn or reward_from_specs(cfg.reward_funcs, cfg.reward_weights)
+        schedule = MicroBatches(len(train_prompts), cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps,
+                                cfg.seed, run.dist.world)
+        total_steps = cfg.max_steps if cfg.max_steps > 0 else schedule.steps_for(cfg.num_train_epochs)
+
+        # Model.
+        policy = ResponseLogProbs(build_policy(cfg), cfg.logits_chunk_size)
+        optim = StepOptimizer(cfg, policy, total_steps, run.accelerator, run.dist)
+        start_model = live_reference(cfg, policy)  # before the policy is wrapped (and, under FSDP, sharded)
+        reference = start_model if cfg.needs_reference else None
+        wrapped = optim.prepare(policy)
+        guard = RunGuard(cfg, run, policy)
+        generator = make_generator("transformers", model=policy.model, tokenizer=tokenizer,
+                                   batch_size=cfg.generation_batch_size)
+        loop = StepLoop(
+            run, optim, policy, guard, total_steps,
+            evaluate=lambda tag, step: heldout_eval(run, policy, start_model, tokenizer, held, reward_fn, tag),
+            desc="online-dpo",
+            shown={"reward": "reward", "pairs": "pairs", "loss": "loss"},
+            epoch_at=schedule.epoch_at,
+            on_step=on_step,
         )
-    return records, ties
+        start = loop.resume()
+        run.summary(policy, f"{len(train_prompts)} train / {len(held)} held-out prompts, {cfg.num_generations} "
+                    f"samples each", steps_plan(total_steps, cfg, run.dist.world, "prompts"))
+        eval_before = loop.evaluate("before", 0) if cfg.eval_before_training and start == 0 else None
 
+        # Loop.
+        for step in loop:
+            micro = [schedule.indices(step, m) for m in range(cfg.gradient_accumulation_steps)]
+            groups = [shared_sampling(run, policy, generator, tokenizer, train_prompts, indices, generation_config(cfg),
+                                      reward_fn, step) for indices in micro]
+            pairs = [best_worst_pairs(g)[0] for g in groups]
+            total = sum(len(p) for p in pairs)
+            loop.add({**sampling_metrics([g for part in groups for g in part]), "pairs": total})
+            wrapped.train()
+            for m, micro_pairs in enumerate(pairs):
+                if total == 0:
+                    break
+                mine, padding = run.dist.shard(micro_pairs), False
+                if not mine:  # this process has no pair in this micro-batch: a zero-weight one keeps DDP in step
+                    mine, padding = (micro_pairs or [p for part in pairs for p in part])[:1], True
+                batch = build_batch(mine, tokenizer.pad_token_id, cfg.layout, cfg.max_tokens_per_row).to(run.device)
+                with optim.sync(wrapped, last=m == len(pairs) - 1), run.accelerator.autocast():
+                    policy_logps = sequence_logps(wrapped(batch), batch)
+                    ref_logps = reference.sequence_logps(batch) if reference is not None else None
+                    terms = pair_terms(policy_logps.float(), None if ref_logps is None else ref_logps.float(), batch)
+                    losses, chosen_r, rejected_r = pair_loss(cfg, terms)
+                    loop.backward(losses.sum() * (0.0 if padding else 1.0), total)
+                if not padding:
+                    loop.add(pair_metrics(terms, losses.mean(), chosen_r, rejected_r), len(mine))
+                    loop.count(len(mine), batch.num_tokens)
+            if not loop.end_step(step, skip=total == 0):
+                break
+        final_step = loop.finish()
 
-def dpo_step(run: OnPolicyRun, records: list[TokenizedRecord], step: int) -> tuple[torch.Tensor, dict]:
-    """The configured pair loss on records (backward done) and its metrics."""
-    cfg = run.cfg
-    batch = build_batch(records, run.tokenizer.pad_token_id, cfg.layout, cfg.max_tokens_per_row).to(run.device)
-    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-        policy_logps = sequence_logps(run.policy(batch), batch)
-        ref_logps = run.reference.sequence_logps(batch) if run.reference is not None else None
-    terms = pair_terms(policy_logps.float(), None if ref_logps is None else ref_logps.float(), batch)
-    losses, chosen_rewards, rejected_rewards = pair_loss(cfg, terms)
-    loss = losses.mean()
-    if not torch.isfinite(loss):
-        raise TrainingError(f"non-finite loss ({loss.item()}) at step {step}; lower learning_rate or beta")
-    loss.backward()
-    return loss, pair_metrics(terms, loss, chosen_rewards, rejected_rewards)
+        # Save.
+        eval_after = loop.evaluate("after", final_step)
+        state = gathered_state(full_model_state(policy))  # every process, under FSDP
+        if run.dist.is_main:
+            card = model_card(
+                cfg, base_model=base_model_id(cfg.model), adapter=cfg.use_peft,
+                data=f"{cfg.prompts or 'built-in verifiable tasks'} ({len(train_prompts)} prompts)", steps=final_step,
+                eval_before=eval_before, eval_after=eval_after, warnings=guard.warnings,
+            )
+            run.folder.finish(final_step, save_policy(cfg, policy.model, tokenizer, run.out, card, state))
+        run.dist.barrier()
+        return OnPolicyResult(run.out, final_step, eval_before, eval_after, loop.history)
 
-
-def online_dpo(cfg: OnPolicyConfig, reward_fn: RewardFunction | None = None, on_step=None) -> OnPolicyResult:
-    """Run online DPO; reward_fn overrides cfg.reward_funcs (any `f(prompts, completions, **columns)` callable).
-    `on_step(step, metrics)` is called after every step."""
-    from directalign.training.loop import MicroBatches
-
-    run = OnPolicyRun(cfg, reward_fn)
-    schedule = MicroBatches(len(run.train), cfg.per_device_train_batch_size, 1, cfg.seed)
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else schedule.steps_for(cfg.num_train_epochs)
-    trainable, optimizer, scheduler = make_optimizer(cfg, run.model, total_steps)
-    generator = run.generator()
-    eval_before = run.evaluate("before", 0) if cfg.eval_before_training else None
-    bar = tqdm(total=total_steps, desc="online-dpo", unit="step", dynamic_ncols=True)
-    metrics: dict = {}
-    for step in range(1, total_steps + 1):
-        started = time.perf_counter()
-        prompts = run.train.take(schedule.indices(step - 1, 0))
-        config = generation_config(cfg, seed=cfg.seed * 100_003 + step)
-        groups = sample_groups(generator, run.tokenizer, prompts, config, run.reward_fn, cfg.generation_batch_size)
-        records, ties = best_worst_pairs(groups)
-        metrics = {"step": step, "split": "train", **sampling_metrics(groups), "pairs": len(records)}
-        run.policy.train()
-        if records:
-            _, loss_metrics = dpo_step(run, records, step)
-            metrics.update(loss_metrics)
-            metrics["grad_norm"] = optimizer_step(cfg, trainable, optimizer, scheduler)
-        else:  # no pair to learn from: the schedule still advances, so that every step keeps its learning rate
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)` before")
-                scheduler.step()
-        bar.update(1)
-        bar.set_postfix(reward=f"{metrics['reward']:.3f}", pairs=len(records), loss=f"{metrics.get('loss', 0):.4f}")
-        run.end_step(step, total_steps, metrics, scheduler, started, on_step)
-    bar.close()
-    return run.finish(total_steps, eval_before)

@@ -20,8 +20,9 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from directalign.config import load_config
 from directalign.errors import ConfigError, TrainingError
-from directalign.training.config import load_config
+from directalign.training.dpo import train
 
 STUDY_NAME = "directalign-sweep"
 METRIC_MIN = ("kl", "loss", "perplexity")  # metrics where lower is better
@@ -160,12 +161,10 @@ def run_sweep(
     except ImportError as err:
         raise ConfigError("sweeps need Optuna: pip install 'directalign[sweep]' (or pip install optuna)") from err
 
-    from directalign.training.loop import train
-
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     overrides = {"eval_before_training": False, **(overrides or {})}
-    load_config(config_path, overrides)  # fail on a bad base config before any trial
+    load_config("train", config_path, overrides)  # fail on a bad base config before any trial
     if not params:
         raise ConfigError("a sweep needs at least one parameter (--param beta, --param learning_rate=1e-5:1e-4, ...)")
     direction = settings.resolved_direction()
@@ -185,8 +184,12 @@ def run_sweep(
         values = {p.name: p.suggest(trial, grid, settings.grid_points) for p in params}
         out = sweep_dir / f"trial-{trial.number:03d}"
         trial.set_user_attr("output_dir", str(out))
-        cfg = load_config(config_path, {**overrides, **values, "output_dir": str(out)})
-        cfg.precompute_ref_log_probs = cfg.needs_reference and cfg.loss_type != "kto"
+        # A trial re-queued after a kill resumes its run; one that had finished (killed before Optuna heard)
+        # starts over.
+        redo = (out / "finished.json").is_file()
+        cfg = load_config("train", config_path, {**overrides, **values, "output_dir": str(out),
+                                                 "overwrite_output_dir": redo})
+        cfg.precompute_ref_log_probs = cfg.needs_reference and cfg.loss.data != "unpaired"
         log(f"trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
         result = train(cfg)
         after = result.eval_after or {}

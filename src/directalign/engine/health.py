@@ -30,9 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from directalign.errors import ConfigError
+from directalign.losses.registry import declared
 
-DPO_LOSSES = ("sigmoid", "robust")  # a loss of -log sigmoid(margin): below 0.05 means margins above ~3
-RPO_LOSSES = ("sigmoid", "robust", "ipo", "hinge")  # the losses rpo_alpha applies to
 IPO_PAIRS_RULE = 2000
 
 
@@ -87,6 +86,17 @@ class HealthEvent:
         return {"step": self.step, "split": "health", "check": self.check, "message": self.message, "level": self.level}
 
 
+def _reads(loss_type: str, key: str) -> bool:
+    spec = declared().get(loss_type)
+    return spec is not None and key in spec.keys
+
+
+def _logistic(loss_type: str) -> bool:
+    """A loss of -log sigmoid(margin) (it reads label_smoothing: DPO, robust DPO): below 0.05 means margins
+    above ~3."""
+    return _reads(loss_type, "label_smoothing")
+
+
 def parse_metric_name(name: str) -> tuple[str, str]:
     """"eval/implicit_accuracy" -> ("eval", "implicit_accuracy"); a bare name is an eval metric."""
     split, _, rest = name.partition("/")
@@ -121,6 +131,23 @@ class HealthMonitor:
         self.stop_split = split
         self.stop_metric = metric if config.early_stopping_metric else None
         self.stop_mode = config.early_stopping_mode or ("min" if "loss" in metric or metric == "kl" else "max")
+
+    def state_dict(self) -> dict:
+        """Everything the monitor has learnt from the events so far (JSON), for a checkpoint."""
+        stop = None if self.stop is None else vars(self.stop)
+        return {
+            "train": list(self.train), "last_fired": self.last_fired, "stop": stop, "kept_step": self.kept_step,
+            "kept_kl": self.kept_kl, "length_baseline": self.length_baseline, "best": self.best,
+            "bad_evals": self.bad_evals,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.train.clear()
+        self.train.extend(state["train"])
+        self.last_fired = dict(state["last_fired"])
+        self.stop = None if state["stop"] is None else HealthEvent(**state["stop"])
+        self.kept_step, self.kept_kl = state["kept_step"], state["kept_kl"]
+        self.length_baseline, self.best, self.bad_evals = state["length_baseline"], state["best"], state["bad_evals"]
 
     def observe(self, event: dict) -> list[HealthEvent]:
         fired: list[HealthEvent] = []
@@ -182,7 +209,7 @@ class HealthMonitor:
         change, steady = trend(chosen)
         if change > -self.cfg.displacement_nats or steady < self.cfg.steady_fraction:
             return []
-        if self.cfg.loss_type not in RPO_LOSSES:
+        if not _reads(self.cfg.loss_type, "rpo_alpha"):
             advice = f"rpo_alpha does not apply to loss_type {self.cfg.loss_type}; lower the learning_rate."
         elif self.cfg.rpo_alpha:
             advice = f"rpo_alpha is {self.cfg.rpo_alpha}; raise it (e.g. --rpo-alpha {2 * self.cfg.rpo_alpha:g})."
@@ -209,7 +236,7 @@ class HealthMonitor:
     def _overfitting(self, step: int) -> list[HealthEvent]:
         last = self.train[-1]
         loss = last.get("loss")
-        if self.cfg.loss_type in DPO_LOSSES and self.cfg.rpo_alpha is None and loss is not None:
+        if _logistic(self.cfg.loss_type) and self.cfg.rpo_alpha is None and loss is not None:
             if loss < self.cfg.overfit_loss:
                 return self._fire(
                     step,
@@ -324,29 +351,19 @@ class HealthMonitor:
 
 
 def health_config(cfg, n_train_pairs: int | None = None) -> HealthConfig:
-    """The monitor's settings from a TrainConfig; raises ConfigError for keys that cannot work together."""
-    reference_free = not cfg.needs_reference
-    if cfg.kl_budget is not None:
-        if reference_free:
-            raise ConfigError(f"kl_budget needs a reference model; loss_type {cfg.loss_type} has none")
-        if not cfg.eval_steps or cfg.kl_prompts < 1:
-            raise ConfigError("kl_budget needs eval_steps and kl_prompts >= 1: the KL is measured at each eval")
-    if cfg.early_stopping_metric and parse_metric_name(cfg.early_stopping_metric)[0] == "eval" and not cfg.eval_steps:
-        raise ConfigError(
-            f"early_stopping_metric {cfg.early_stopping_metric!r} is a held-out metric: set eval_steps, or name "
-            "a training metric as train/<name> (e.g. train/loss)"
-        )
-    return HealthConfig(
-        loss_type=cfg.loss_type,
-        beta=cfg.beta,
-        rpo_alpha=cfg.rpo_alpha,
-        n_train_pairs=n_train_pairs,
-        window=cfg.health_window,
-        cooldown_steps=cfg.health_cooldown_steps,
-        kl_budget=cfg.kl_budget,
-        length_drift_factor=cfg.length_drift_factor,
-        early_stopping_metric=cfg.early_stopping_metric,
-        early_stopping_patience=cfg.early_stopping_patience,
-        early_stopping_mode=cfg.early_stopping_mode,
-        early_stopping_threshold=cfg.early_stopping_threshold,
-    )
+    """The monitor's settings from a command config (keys a command lacks keep the monitor's defaults)."""
+    values = {
+        "loss_type": getattr(cfg, "loss_type", "grpo" if getattr(cfg, "command", "") == "grpo" else "sigmoid"),
+        "beta": getattr(cfg, "beta", 0.1),
+        "rpo_alpha": getattr(cfg, "rpo_alpha", None),
+        "n_train_pairs": n_train_pairs,
+        "window": getattr(cfg, "health_window", 5),
+        "cooldown_steps": getattr(cfg, "health_cooldown_steps", 50),
+        "kl_budget": getattr(cfg, "kl_budget", None),
+        "length_drift_factor": getattr(cfg, "length_drift_factor", 1.5),
+        "early_stopping_metric": cfg.early_stopping_metric,
+        "early_stopping_patience": cfg.early_stopping_patience,
+        "early_stopping_mode": cfg.early_stopping_mode,
+        "early_stopping_threshold": cfg.early_stopping_threshold,
+    }
+    return HealthConfig(**values)

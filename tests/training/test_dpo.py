@@ -1,4 +1,4 @@
-"""The training loop on a tiny random model with the real tokenizer."""
+"""`train` (the DPO-family recipe on the run engine) on a tiny random model with the real tokenizer."""
 
 import json
 
@@ -7,11 +7,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from directalign.config import load_config
+from directalign.engine.metrics import read_metrics
 from directalign.errors import TrainingError
-from directalign.training import loop as loop_module
-from directalign.training.config import load_config
-from directalign.training.loop import train
-from directalign.training.metrics import read_metrics
+from directalign.training import dpo as dpo_module
+from directalign.training.dpo import train
 
 TRAIN_METRICS = [
     "loss",
@@ -28,6 +28,7 @@ TRAIN_METRICS = [
     "learning_rate",
     "tokens_per_s",
     "pairs_per_s",
+    "num_processes",
 ]
 
 
@@ -44,7 +45,7 @@ def _cfg(tiny_model_dir, out, **kw):
         save_steps=2,
         seed=3,
     )
-    return load_config(overrides={**base, **kw})
+    return load_config("train", overrides={**base, **kw})
 
 
 def test_train_writes_metrics_adapter_and_eval(tiny_model_dir, tmp_path):
@@ -53,7 +54,8 @@ def test_train_writes_metrics_adapter_and_eval(tiny_model_dir, tmp_path):
     train_events = [e for e in events if e["split"] == "train"]
     assert [e["step"] for e in train_events] == [1, 2, 3, 4]
     for key in TRAIN_METRICS:
-        assert all(isinstance(e[key], float) for e in train_events), key
+        assert all(isinstance(e[key], int | float) for e in train_events), key
+    assert {e["num_processes"] for e in train_events} == {1}
     assert [e["tag"] for e in events if e["split"] == "eval"] == ["before", "after"]
     assert result.eval_before["implicit_accuracy"] == 0.5  # policy == reference: every margin is a tie
     assert result.eval_after["mean_margin"] != 0.0
@@ -85,7 +87,7 @@ def test_killed_run_resumes_to_identical_weights(tiny_model_dir, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
-    real = loop_module.pair_loss
+    real = dpo_module.pair_loss
     calls = {"n": 0}
 
     def poisoned(cfg, terms):
@@ -93,7 +95,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_model_dir, tmp_pat
         loss, c, r = real(cfg, terms)
         return (loss * float("nan") if calls["n"] == 3 else loss), c, r
 
-    monkeypatch.setattr(loop_module, "pair_loss", poisoned)
+    monkeypatch.setattr(dpo_module, "pair_loss", poisoned)
     with pytest.raises(TrainingError, match=r"non-finite loss .* step 3.*checkpoint-2"):
         train(_cfg(tiny_model_dir, tmp_path / "run"))
     assert (tmp_path / "run" / "checkpoint-2" / "trainer_state.json").is_file()
@@ -103,8 +105,8 @@ def test_reference_free_loss_builds_no_reference(tiny_model_dir, tmp_path, monke
     def forbidden(*args, **kwargs):
         raise AssertionError("a reference was built for a reference-free loss")
 
-    monkeypatch.setattr(loop_module, "AdapterReference", forbidden)
-    monkeypatch.setattr(loop_module.FrozenReference, "copy_of", forbidden)
+    monkeypatch.setattr(dpo_module, "live_reference", forbidden)
+    monkeypatch.setattr(dpo_module, "precompute_reference", forbidden)
     result = train(_cfg(tiny_model_dir, tmp_path / "run", loss_type="simpo", beta=2.0))
     assert "implicit_accuracy" not in result.eval_after and "logp_accuracy" in result.eval_after
 
@@ -139,12 +141,13 @@ def test_bf16_run_keeps_the_adapter_fp32_and_merges_into_the_fp32_base(tiny_mode
 
 
 def test_bf16_full_finetuning_keeps_a_bf16_frozen_reference_and_fp32_weights(tiny_model_dir, tmp_path):
-    from directalign.training import loop
+    from directalign.models.policy import build_policy
+    from directalign.models.reference import frozen_copy
 
     cfg = _cfg(tiny_model_dir, tmp_path / "run", use_peft=False, bf16=True, precompute_ref_log_probs=False,
                max_steps=2, learning_rate=1e-3)
-    policy = loop.build_policy(cfg)
-    reference = loop.frozen_copy(cfg, policy)
+    policy = build_policy(cfg)
+    reference = frozen_copy(policy, cfg.bf16)
     frozen = reference.scorer.model.model.layers[0].mlp.down_proj
     assert frozen.weight.dtype == torch.bfloat16
     assert all(p.dtype == torch.float32 for p in policy.parameters())  # the trained weights stay fp32

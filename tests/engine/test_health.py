@@ -2,8 +2,8 @@
 
 import pytest
 
+from directalign.engine.health import HealthConfig, HealthMonitor, parse_metric_name, trend
 from directalign.errors import ConfigError
-from directalign.training.health import HealthConfig, HealthMonitor, parse_metric_name, trend
 
 
 def train_event(step, loss=0.69, margin=0.0, accuracy=0.5, chosen=-20.0, rejected=-25.0):

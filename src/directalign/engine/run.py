@@ -1,0 +1,98 @@
+"""Opening a run: the accelerator and seeds, the process count checked, the output folder owned, the metrics
+file started, and the start-up summary. Every trainer begins with `with open_run(cfg) as run:`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from directalign import __version__
+from directalign.engine.distributed import Dist, check_process_count, make_accelerator, match_threads_to_cores
+from directalign.engine.folder import RunFolder
+from directalign.engine.metrics import METRICS_FILE, MetricsWriter
+from directalign.engine.sharding import is_sharded
+from directalign.errors import ConfigError
+
+
+@dataclass
+class Run:
+    cfg: object
+    accelerator: object
+    dist: Dist
+    folder: RunFolder
+    metrics: MetricsWriter
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def out(self) -> Path:
+        return self.folder.path
+
+    @property
+    def resuming(self) -> bool:
+        return self.folder.state == "resume"
+
+    def log(self, text: str) -> None:
+        """A line on the main process's console that does not break its progress bars."""
+        if self.dist.is_main:
+            tqdm.write(text)
+
+    def summary(self, model: torch.nn.Module, data: str, plan: str) -> None:
+        """The start-up summary: what runs where, in what precision, on what, for how long."""
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        device = self.device.type
+        if device == "cuda":
+            device = f"cuda ({torch.cuda.get_device_name()})"
+        sharding = ", FSDP2" if is_sharded(model) else ""
+        backend = f" ({torch.distributed.get_backend()}{sharding})" if self.dist.active else ""
+        self.log(
+            f"{self.cfg.command}: directalign {__version__} on {device}, {self.dist.world} process"
+            f"{'es' if self.dist.world > 1 else ''}{backend}, {'bf16 autocast' if self.cfg.bf16 else 'fp32'}; "
+            f"{trainable / 1e6:.2f}M trainable of {total / 1e6:.1f}M parameters; {data}; {plan}"
+        )
+
+
+@contextlib.contextmanager
+def open_run(cfg) -> Iterator[Run]:
+    """Set up a run of `cfg` (a validated command config) and release its folder afterwards, however it ends."""
+    cfg.validate()
+    accelerator = make_accelerator(cfg.bf16)
+    dist = Dist.from_accelerator(accelerator)
+    check_process_count(dist.world, cfg.num_processes)
+    match_threads_to_cores(dist.local_world)
+    set_seed(cfg.seed)
+    folder = RunFolder(cfg.output_dir, log=tqdm.write if dist.is_main else (lambda _: None))
+    outcome: tuple[str, str] = ("fresh", "")
+    if dist.is_main:
+        try:
+            outcome = (folder.open(cfg), "")
+        except ConfigError as err:
+            outcome = ("error", str(err))
+    outcome = dist.broadcast(outcome)  # every process fails alike, instead of waiting for the main one
+    if outcome[0] == "error":
+        raise ConfigError(outcome[1])
+    folder.state = outcome[0]
+    run = Run(cfg, accelerator, dist, folder, MetricsWriter(folder.path / METRICS_FILE, enabled=dist.is_main))
+    try:
+        yield run
+    finally:
+        folder.release()
+
+
+def steps_plan(total_steps: int, cfg, world: int, unit: str) -> str:
+    """'25 steps of 8 records x 1 process x 1 micro-batch', for the start-up summary."""
+    def n(count: int, word: str) -> str:
+        return f"{count} {word}{'' if count == 1 else 'es' if word.endswith('s') else 's'}"
+
+    return (f"{n(total_steps, 'step')} of {cfg.per_device_train_batch_size} {unit} x {n(world, 'process')} x "
+            f"{n(cfg.gradient_accumulation_steps, 'micro-batch')}")

@@ -1,0 +1,107 @@
+"""Weights that may be sharded over the processes (FSDP2, through accelerate's FSDP plugin), read and written
+whole where a checkpoint, a kept eval or the final save needs them, and gathered for generation.
+
+With one process or DDP every process holds every weight, and each function here is the plain operation. Under
+FSDP2 each process holds a shard: `full_weights` and `full_optimizer_state` gather them (torch.distributed
+.checkpoint's full state dicts, every process taking part, the main one receiving), `load_full` hands each
+process its shard of a full state, and `gathered` unshards the parameters around a generation call, which runs
+submodules outside the sharded root's forward.
+
+accelerate enables its FSDP plugin only for GPU process groups; on a CPU (gloo) group `enable_fsdp_on_cpu`
+turns the same plugin on from the same accelerate config, so that FSDP2 runs and is tested here too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import FSDPModule
+
+from directalign.errors import ConfigError
+
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def enable_fsdp_on_cpu(accelerator) -> None:
+    """Turn on accelerate's FSDP plugin (configured by `accelerate launch --config_file` through the FSDP_* env)
+    for a CPU process group, which accelerate itself leaves as plain data parallel."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and not torch.cuda.is_available():
+        raise ConfigError("DeepSpeed ZeRO needs CUDA devices; on a CPU use the ddp or fsdp2 accelerate config")
+    wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    state = accelerator.state
+    if wanted and accelerator.distributed_type == DistributedType.MULTI_CPU:
+        plugin = FullyShardedDataParallelPlugin()
+        if plugin.fsdp_version != 2:
+            raise ConfigError("on a CPU directalign runs FSDP2 only: set fsdp_version: 2 in the accelerate config")
+        state.distributed_type = DistributedType.FSDP
+        state.fsdp_plugin = plugin
+
+
+def is_sharded(model: torch.nn.Module | None) -> bool:
+    """Whether FSDP2 holds the model's parameters in shards (read off the modules, not accelerate's state)."""
+    return model is not None and any(isinstance(m, FSDPModule) for m in model.modules())
+
+
+def _trainable_names(model: torch.nn.Module) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+def full_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable weights, whole (on the main process under FSDP; every process must call it)."""
+    if not is_sharded(model):
+        return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    names = _trainable_names(model)
+    return {n: t.clone() for n, t in get_model_state_dict(model, options=FULL).items() if n in names}
+
+
+def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """Every weight, whole, on the main process under FSDP (for save_pretrained); None when unsharded."""
+    if not is_sharded(model):
+        return None
+    return get_model_state_dict(model, options=FULL)
+
+
+def full_optimizer_state(model: torch.nn.Module, optimizer) -> dict:
+    if not is_sharded(model):
+        return optimizer.state_dict()
+    return get_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer), options=FULL)
+
+
+def load_full(model: torch.nn.Module, weights: dict, optimizer=None, optimizer_state=None) -> None:
+    """Give each process its part of full trainable weights (and optimizer state)."""
+    if not is_sharded(model):
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in weights.items():
+                params[name].copy_(value.to(params[name].device))
+        if optimizer is not None:
+            optimizer.load_state_dict(optimizer_state)
+        return
+    options = StateDictOptions(full_state_dict=True, strict=False)
+    set_model_state_dict(model, weights, options=options)
+    if optimizer is not None:
+        set_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer), optimizer_state, options=options)
+
+
+@contextlib.contextmanager
+def gathered(model: torch.nn.Module) -> Iterator[None]:
+    """Every parameter whole on every process inside the block (FSDP2's unshard; a no-op when unsharded)."""
+    shards = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for m in shards:
+        m.unshard()
+    try:
+        yield
+    finally:
+        for m in shards:
+            m.reshard()
