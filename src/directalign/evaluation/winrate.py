@@ -95,10 +95,11 @@ def length_controlled(
         gradient = x.T @ (p - y) + penalty @ w
         hessian = (x * (p * (1 - p))[:, None]).T @ x + penalty
         step = np.linalg.lstsq(hessian, gradient, rcond=None)[0]
-        # Step halving keeps each iterate downhill; a full Newton step can overshoot on nearly separated data.
+        # Step halving keeps each iterate downhill (a full Newton step can overshoot on nearly separated data);
+        # near the optimum the objective changes by less than its rounding, so a tie within that is downhill too.
         for _ in range(30):
             candidate = _penalised_cross_entropy(w - step, x, y, ridge)
-            if candidate <= objective:
+            if candidate <= objective + 1e-12 * max(1.0, objective):
                 break
             step = step / 2
         w, objective = w - step, candidate
