@@ -113,12 +113,13 @@ def test_length_fit_matches_statsmodels_and_sklearn_on_soft_scores(seed):
 def test_the_intercept_is_not_shrunk_toward_one_half():
     # No length spread: the fit is the mean score exactly, at any n and any ridge (a penalised intercept
     # pulled this 0.9 toward 0.5 by a fixed amount however many comparisons there were).
-    scores = np.r_[np.ones(900), np.zeros(100)]
-    for ridge in (1e-3, 1.0):
-        assert length_controlled(scores, np.zeros(1000), ridge=ridge)[0] == pytest.approx(0.9, abs=EXACT)
+    for share, n in ((0.9, 1000), (0.97, 100), (0.03, 100_000)):
+        scores = (np.arange(n) < share * n).astype(float)
+        for ridge in (1e-3, 1.0):
+            assert length_controlled(scores, np.zeros(n), ridge=ridge)[0] == pytest.approx(share, abs=1e-13)
     assert length_controlled(np.ones(5), np.arange(5.0)) == (1.0, 0.0)  # all won: rate 1, no slope
     with pytest.raises(ConfigError, match="ridge must be >= 0"):
-        length_controlled(scores, np.zeros(1000), ridge=-1.0)
+        length_controlled([1.0, 0.0], [0.0, 1.0], ridge=-1.0)
 
 
 def test_separated_data_stay_finite():
