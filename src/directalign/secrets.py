@@ -14,6 +14,7 @@ may hold a URL or a key (judge names, error messages, configs, metrics), not on 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from typing import Any
@@ -56,6 +57,25 @@ def redact(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(redact(v) for v in value)
     return value
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every record on with its message redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
+def redact_logs(*logger_names: str) -> None:
+    """Redact what these loggers emit (httpx logs every request's full URL, credentials included, at INFO).
+
+    A logger's filters see only the records made on that logger itself, not its children's: name each one.
+    """
+    for name in logger_names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
 
 
 def _redact_text(text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import socket
 import sys
 
@@ -179,3 +180,10 @@ def test_credentials_in_the_url_are_used_but_never_shown(server, monkeypatch):
         assert "http://***@127.0.0.1:" in message
         assert "s3cret" not in message and "alice" not in message and ENV_KEY not in message
         assert error.__cause__ is None and error.__suppress_context__  # --debug's traceback cannot show them
+
+
+def test_request_logs_do_not_show_url_credentials(server, caplog):
+    url = server.url_with_credentials("alice:s3cret-pw")
+    with caplog.at_level(logging.DEBUG):
+        make_generator("openai", model="tiny-echo", base_url=url, max_retries=0).generate(PROMPTS[:1], TWO_TOKENS)
+    assert "HTTP Request: POST http://***@127.0.0.1:" in caplog.text and "s3cret" not in caplog.text

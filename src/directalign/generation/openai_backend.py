@@ -20,7 +20,11 @@ from directalign.errors import ConfigError
 from directalign.generation.base import Completion, GenerationConfig, check_prompts, repeat_greedy
 from directalign.secrets import api_key as resolve_api_key
 from directalign.secrets import base_url as resolve_base_url
-from directalign.secrets import redact
+from directalign.secrets import redact, redact_logs
+
+# The loggers that print a request's URL: httpx's at INFO ("httpx2" is the fork recent openai clients use) and
+# the openai client's own at DEBUG.
+_URL_LOGGERS = ("httpx", "httpx2", "openai._base_client")
 
 
 class OpenAIGenerator:
@@ -46,6 +50,7 @@ class OpenAIGenerator:
         if concurrency < 1:
             raise ConfigError(f"openai backend: concurrency must be >= 1, got {concurrency}")
         url = resolve_base_url(base_url)
+        redact_logs(*_URL_LOGGERS)
         self.model = model
         self.base_url = redact(url)
         self.concurrency = concurrency
