@@ -130,6 +130,7 @@ def cpo_loss(
     The preference term uses summed log-probs, as TRL's CPOTrainer (loss_type "sigmoid"). The NLL term is
     normalised per response (`nll_loss`); TRL's (cpo_alpha = 1) pools the batch's chosen tokens, which
     pooled=True reproduces in the batch mean. The two agree when the chosen responses of a batch have one length.
+    (The paper writes the summed NLL, which weighs long chosen responses more still.)
     """
     preference = -F.logsigmoid(beta * (policy_chosen_logps - policy_rejected_logps))
     return preference + nll_loss(policy_chosen_logps, chosen_lengths, pooled=pooled)
