@@ -10,16 +10,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class LocalServer(ThreadingHTTPServer):
-    """A threading HTTP server on a free 127.0.0.1 port; request bodies are kept in `requests`."""
+    """A threading HTTP server on a free 127.0.0.1 port; request bodies are kept in `requests`, their
+    Authorization headers in `authorizations`."""
 
     def __init__(self, handler: type[BaseHTTPRequestHandler]):
         super().__init__(("127.0.0.1", 0), handler)
         self.requests: list[dict] = []
+        self.authorizations: list[str | None] = []
         self.lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def url_with_credentials(self, userinfo: str) -> str:
+        """The base URL with user:password credentials in it, as some proxies and gateways take them."""
+        return self.base_url.replace("http://", f"http://{userinfo}@")
 
 
 class JSONHandler(BaseHTTPRequestHandler):
@@ -29,6 +35,7 @@ class JSONHandler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.server.lock:
             self.server.requests.append(body)
+            self.server.authorizations.append(self.headers.get("Authorization"))
         return body
 
     def reply(self, status: int, payload: dict) -> None:

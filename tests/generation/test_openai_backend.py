@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import logging
 import socket
 import sys
 
@@ -29,7 +31,6 @@ class FakeChatServer(LocalServer):
     def __init__(self, max_choices: int | None = None):
         super().__init__(ChatHandler)
         self.max_choices = max_choices
-        self.authorizations: list[str | None] = []
 
 
 class ChatHandler(JSONHandler):
@@ -37,8 +38,6 @@ class ChatHandler(JSONHandler):
         if self.path != "/v1/chat/completions":
             return self.reply(404, {"error": {"message": f"no route {self.path}"}})
         body = self.read_json()
-        with self.server.lock:
-            self.server.authorizations.append(self.headers.get("Authorization"))
         if body["model"] != "tiny-echo":
             return self.reply(404, {"error": {"message": f"model {body['model']} not found"}})
         words = body["messages"][-1]["content"].split()
@@ -53,6 +52,13 @@ class ChatHandler(JSONHandler):
             for i in range(n)
         ]
         self.chat_completion(body["model"], choices)
+
+
+@pytest.fixture(autouse=True)
+def no_openai_environment(monkeypatch):
+    """The tests set OPENAI_API_KEY and OPENAI_BASE_URL themselves; the developer's own must not leak in."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
 
 
 @pytest.fixture
@@ -135,3 +141,49 @@ def test_missing_openai_package_is_a_config_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "openai", None)  # makes `import openai` fail as if not installed
     with pytest.raises(ConfigError, match="pip install openai"):
         make_generator("openai", model="m")
+
+
+ENV_KEY = "sk-test-environment-key-0123456789"
+TWO_TOKENS = GenerationConfig(max_new_tokens=2)
+
+
+def test_the_environment_key_is_sent_as_the_bearer_token_and_an_explicit_key_wins(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", ENV_KEY)
+    generator_for(server).generate(PROMPTS[:1], TWO_TOKENS)
+    generator_for(server, api_key="explicit-key-0123").generate(PROMPTS[:1], TWO_TOKENS)
+    assert server.authorizations == [f"Bearer {ENV_KEY}", "Bearer explicit-key-0123"]
+
+
+def test_openai_base_url_is_honoured_when_no_base_url_is_given(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    out = make_generator("openai", model="tiny-echo", max_retries=0).generate(PROMPTS[:1], TWO_TOKENS)
+    assert out[0][0].text == "one two #0 seed=None" and len(server.requests) == 1
+
+
+def test_credentials_in_the_url_are_used_but_never_shown(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", ENV_KEY)
+    url = server.url_with_credentials("alice:s3cret-pa%40ss")
+    generator = make_generator("openai", model="tiny-echo", base_url=url, max_retries=0)
+    generator.generate(PROMPTS[:1], TWO_TOKENS)
+    # httpx turns URL credentials into HTTP Basic authentication, which takes the place of the bearer key.
+    assert server.authorizations == ["Basic " + base64.b64encode(b"alice:s3cret-pa@ss").decode()]
+    assert generator.base_url == server.base_url.replace("http://", "http://***@")
+    with pytest.raises(ConfigError) as refused:
+        make_generator("openai", model="nope", base_url=url, max_retries=0).generate(PROMPTS[:1], TWO_TOKENS)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://alice:s3cret-pa%40ss@127.0.0.1:{probe.getsockname()[1]}/v1?api_key={ENV_KEY}"
+    with pytest.raises(ConfigError) as unreachable:
+        make_generator("openai", model="m", base_url=closed, max_retries=0).generate(PROMPTS[:1], TWO_TOKENS)
+    for error in (refused.value, unreachable.value):
+        message = str(error)
+        assert "http://***@127.0.0.1:" in message
+        assert "s3cret" not in message and "alice" not in message and ENV_KEY not in message
+        assert error.__cause__ is None and error.__suppress_context__  # --debug's traceback cannot show them
+
+
+def test_request_logs_do_not_show_url_credentials(server, caplog):
+    url = server.url_with_credentials("alice:s3cret-pw")
+    with caplog.at_level(logging.DEBUG):
+        make_generator("openai", model="tiny-echo", base_url=url, max_retries=0).generate(PROMPTS[:1], TWO_TOKENS)
+    assert "HTTP Request: POST http://***@127.0.0.1:" in caplog.text and "s3cret" not in caplog.text

@@ -44,6 +44,13 @@ class JudgeHandler(JSONHandler):
         self.chat_completion(body["model"], [choice])
 
 
+@pytest.fixture(autouse=True)
+def no_openai_environment(monkeypatch):
+    """The developer's own OPENAI_API_KEY / OPENAI_BASE_URL must not reach the tests' servers."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+
 @pytest.fixture
 def judge_server():
     with serving(LocalServer(JudgeHandler)) as server:

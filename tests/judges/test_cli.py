@@ -97,3 +97,30 @@ def test_bad_prompts_file_is_one_line_error(tmp_path, capsys):
     prompts.write_text(json.dumps({"question": "no prompt field"}) + "\n")
     assert main(["synth", "--prompts", str(prompts), "--out", str(tmp_path / "o.jsonl"), "--judge", "reward:x:y"]) == 1
     assert f"{prompts}:1: field 'prompt'" in capsys.readouterr().err
+
+
+def test_openai_judge_keys_and_url_credentials_never_reach_output(files, judge_server, tmp_path, capsys,
+                                                                   monkeypatch):
+    data, _ = files
+    key = "sk-judge-environment-key-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    # A plain URL from OPENAI_BASE_URL: the environment's key is the bearer token.
+    monkeypatch.setenv("OPENAI_BASE_URL", judge_server.base_url)
+    assert main(["judge", "validate", "--human", str(data), "--judge", "openai:fair-judge", "--json"]) == 0
+    assert set(judge_server.authorizations) == {f"Bearer {key}"}
+    # A URL with credentials in the spec (it beats OPENAI_BASE_URL, which now points nowhere).
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    spec = f"openai:fair-judge@{judge_server.url_with_credentials('bob:hunter2-pw')}"
+    out = tmp_path / "judged.jsonl"
+    assert main(["judge", "pairs", "--data", str(data), "--out", str(out), "--judge", spec]) == 0
+    assert main(["judge", "validate", "--human", str(data), "--judge", spec]) == 0
+    assert main(["judge", "validate", "--human", str(data), "--judge", spec.replace("fair-judge", "nope")]) == 1
+    assert main(["judge", "validate", "--human", str(data), "--judge", "oops:" + spec]) == 1
+    captured = capsys.readouterr()
+    assert judge_server.authorizations[-1].startswith("Basic ")
+    assert "openai:fair-judge@http://***@127.0.0.1:" in captured.out  # the judge's name in the table
+    assert captured.err.count("error: ") == 2 and "http://***@127.0.0.1:" in captured.err
+    written = "".join(path.read_text() for path in tmp_path.rglob("*") if path.is_file())
+    assert "openai:fair-judge@http://***@127.0.0.1:" in written
+    for shown in (captured.out, captured.err, written):
+        assert "hunter2" not in shown and "bob:" not in shown and key not in shown

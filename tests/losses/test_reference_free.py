@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from directalign.losses import cpo_loss, nll_loss, orpo_loss, simpo_loss
+from directalign.losses import cpo_loss, dpo_loss, nll_loss, orpo_loss, simpo_loss
+from tests.conftest import tiny_llama
 
 
 def sigmoid(x: float) -> float:
@@ -150,3 +152,142 @@ def test_tensor_and_float_hyperparameters_agree():
     assert torch.allclose(simpo_loss(pc, pr, lc, lr, t(2.0), t(0.5)), simpo_loss(pc, pr, lc, lr, 2.0, 0.5))
     assert torch.allclose(orpo_loss(pc, pr, lc, lr, t(0.1)), orpo_loss(pc, pr, lc, lr, 0.1))
     assert torch.allclose(cpo_loss(pc, pr, lc, t(0.1)), cpo_loss(pc, pr, lc, 0.1))
+
+
+# Against TRL 1.16's own trainer code (trl.experimental.cpo / orpo, trl.DPOTrainer with loss_type ["sigmoid",
+# "sft"], its RPO), on a tiny float64 Llama. TRL computes its loss from logits; ours from the summed response
+# log-probs of the same logits. The NLL terms differ by the exact amount the module docstring states.
+
+UNEQUAL = ([3, 5, 1], [4, 9, 1], [7, 2, 5])  # prompt, chosen, rejected lengths of three pairs
+EQUAL_CHOSEN = ([1, 1, 1], [6, 6, 6], [7, 2, 5])
+
+
+def token_logps(model, ids: list[int]) -> torch.Tensor:
+    """log pi(token t | tokens < t) for t = 1.. of one unpadded sequence (position 0 has no prediction)."""
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].double()
+    return logits[:-1].log_softmax(-1).gather(-1, torch.tensor(ids[1:])[:, None])[:, 0]
+
+
+def trl_pair_batch(lengths, seed: int = 0) -> tuple[dict, list[tuple[list[int], list[int], list[int]]]]:
+    """A batch in the layout TRL's CPO/ORPO tokenize_row and collator give: prompt + response ids, right-padded,
+    labels -100 on the prompt and the padding."""
+    rng = random.Random(seed)
+    triples = [tuple([rng.randrange(3, 128) for _ in range(n)] for n in row) for row in zip(*lengths, strict=True)]
+    batch = {}
+    for side, index in (("chosen", 1), ("rejected", 2)):
+        width = max(len(t[0]) + len(t[index]) for t in triples)
+        ids, mask, labels = [], [], []
+        for t in triples:
+            sequence, pad = t[0] + t[index], width - len(t[0]) - len(t[index])
+            ids.append(sequence + [0] * pad)
+            mask.append([1] * len(sequence) + [0] * pad)
+            labels.append([-100] * len(t[0]) + t[index] + [-100] * pad)
+        batch.update({f"{side}_input_ids": torch.tensor(ids), f"{side}_attention_mask": torch.tensor(mask),
+                      f"{side}_labels": torch.tensor(labels)})
+    return batch, triples
+
+
+def trl_trainer(cls, **attributes):
+    """A TRL trainer object carrying only what its loss code reads (no model loading, no dataset)."""
+    trainer = object.__new__(cls)
+    accelerator = SimpleNamespace(device=torch.device("cpu"), gather_for_metrics=lambda value: value)
+    trainer.__dict__.update(accelerator=accelerator, is_encoder_decoder=False, aux_loss_enabled=False, **attributes)
+    return trainer
+
+
+def response_sums(model, triples) -> dict[str, torch.Tensor]:
+    """Summed log-probs of the chosen (S) and rejected responses and of the prompt after its first token (P)."""
+    sums = {"chosen": [], "rejected": [], "prompt": []}
+    for prompt, chosen, rejected in triples:
+        for side, response in (("chosen", chosen), ("rejected", rejected)):
+            logps = token_logps(model, prompt + response)
+            sums[side].append(logps[len(prompt) - 1:].sum())
+        sums["prompt"].append(logps[: len(prompt) - 1].sum())
+    return {key: torch.stack(values) for key, values in sums.items()}
+
+
+def nll_gap(chosen_logps: torch.Tensor, chosen_lengths: torch.Tensor) -> float:
+    """ours - TRL's pooled NLL = sum_i (-S_i / n_i) (1 / B - n_i / N)."""
+    n = chosen_lengths.double()
+    return float((-chosen_logps / n * (1 / len(n) - n / n.sum())).sum())
+
+
+@pytest.mark.parametrize("lengths", [UNEQUAL, EQUAL_CHOSEN], ids=["unequal", "equal"])
+def test_cpo_against_trl_cpo_trainer(lengths):
+    from trl.experimental.cpo import CPOTrainer
+
+    model = tiny_llama().double()
+    batch, triples = trl_pair_batch(lengths)
+    trainer = trl_trainer(CPOTrainer, beta=0.3, cpo_alpha=1.0, loss_type="sigmoid", alpha=0.0, label_smoothing=0.0,
+                          simpo_gamma=0.5, pad_token_id=0)
+    with torch.no_grad():
+        trl_loss, metrics = trainer.get_batch_loss_metrics(model, batch)
+    sums, n_c = response_sums(model, triples), torch.tensor(lengths[1])
+    ours = cpo_loss(sums["chosen"], sums["rejected"], n_c, beta=0.3).mean().item()
+    gap = nll_gap(sums["chosen"], n_c)
+    assert metrics["nll_loss"] == pytest.approx(-(sums["chosen"].sum() / n_c.sum()).item(), abs=1e-12)
+    assert ours - trl_loss.item() == pytest.approx(gap, abs=1e-12)
+    assert (abs(gap) > 1e-2) == (lengths is UNEQUAL)  # a real difference exactly when the lengths differ
+    pooled = cpo_loss(sums["chosen"], sums["rejected"], n_c, beta=0.3, pooled=True).mean().item()
+    assert pooled == pytest.approx(trl_loss.item(), abs=1e-12)
+
+
+@pytest.mark.parametrize("lengths", [UNEQUAL, EQUAL_CHOSEN], ids=["unequal", "equal"])
+def test_orpo_against_trl_orpo_trainer(lengths):
+    from trl.experimental.orpo import ORPOTrainer
+
+    model = tiny_llama().double()
+    batch, triples = trl_pair_batch(lengths, seed=1)
+    trainer = trl_trainer(ORPOTrainer, beta=0.25, padding_value=0)  # TRL's beta is ORPO's lambda
+    with torch.no_grad():
+        trl_loss, metrics = trainer.get_batch_loss_metrics(model, batch)
+    sums = response_sums(model, triples)
+    n_p, n_c, n_r = (torch.tensor(n) for n in lengths)
+    trl_nll = -((sums["chosen"] + sums["prompt"]).sum() / (n_c + n_p - 1).sum()).item()
+    assert metrics["nll_loss"] == pytest.approx(trl_nll, abs=1e-12)  # prompt and response tokens, pooled
+    ours = orpo_loss(sums["chosen"], sums["rejected"], n_c, n_r, lam=0.25).mean().item()
+    ours_nll = nll_loss(sums["chosen"], n_c).mean().item()
+    # The odds-ratio terms agree (to TRL's float32 cast); the totals differ by the NLL terms alone.
+    assert ours - trl_loss.item() == pytest.approx(ours_nll - trl_nll, abs=1e-6)
+    # With one-token prompts (nothing to predict in them) and equal chosen lengths the NLLs are the same.
+    assert (abs(ours_nll - trl_nll) < 1e-12) == (lengths is EQUAL_CHOSEN)
+
+
+@pytest.mark.parametrize("chosen_texts,equal", [((" a long long long chosen answer here", " four", " ok then"), False),
+                                                ((" one two", " three four", " five six"), True)],
+                         ids=["unequal", "equal"])
+def test_rpo_against_trl_dpo_trainer_sft_term(chosen_texts, equal, smollm2_tokenizer, tmp_path):
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    alpha, beta, vocab = 0.7, 0.1, len(smollm2_tokenizer)
+    policy = tiny_llama(vocab_size=vocab, pad_token_id=None, seed=0).double()
+    ref = tiny_llama(vocab_size=vocab, pad_token_id=None, seed=1).double()
+    rows = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in
+            zip(["Hi", "What is two plus two, please?", "Say"], chosen_texts, [" no", " it is five or so", " x"],
+                strict=True)]
+    args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=3, beta=beta, loss_type=["sigmoid", "sft"],
+                     loss_weights=[1.0, alpha], max_length=None, bf16=False, use_cpu=True, report_to="none",
+                     activation_checkpointing=False, train_sampling_strategy="sequential", dataset_num_proc=None)
+    trainer = DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=smollm2_tokenizer)
+    inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    with torch.no_grad():
+        trl_loss = trainer.compute_loss(trainer.model, inputs).item()
+    logps = {"policy": [], "ref": []}
+    for ids, mask, completion in zip(inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"],
+                                     strict=True):
+        sequence, in_response = ids[mask.bool()].tolist(), completion[mask.bool()][1:].bool()
+        for name, model in (("policy", policy), ("ref", ref)):
+            logps[name].append(token_logps(model, sequence)[in_response].sum())
+    policy_logps, ref_logps = torch.stack(logps["policy"]), torch.stack(logps["ref"])
+    n_c = inputs["completion_mask"][:3].sum(1)
+    pc, pr, rc, rr = policy_logps[:3], policy_logps[3:], ref_logps[:3], ref_logps[3:]
+    dpo = dpo_loss(pc, pr, rc, rr, beta=beta)
+    ours = (dpo + alpha * nll_loss(pc, n_c)).mean().item()
+    # TRL's fused LM head returns float32 log-probs even from a float64 model: agreement to 1e-5 of a loss near 8.
+    assert ours - trl_loss == pytest.approx(alpha * nll_gap(pc, n_c), abs=1e-5)
+    assert (len(set(n_c.tolist())) == 1) == equal
+    assert (abs(nll_gap(pc, n_c)) > 1e-2) == (not equal)
+    assert (dpo + alpha * nll_loss(pc, n_c, pooled=True)).mean().item() == pytest.approx(trl_loss, abs=1e-5)

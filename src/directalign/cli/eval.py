@@ -31,8 +31,11 @@ def register(subparsers) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--reward", help="reward function judging samples: builtin, MODULE:FUNCTION or FILE.py:FUNCTION "
                    "(default with --data builtin: builtin)")
-    p.add_argument("--judge", help="pairwise judge for the win rate: openai:MODEL, local:MODEL, reward-model:DIR, "
-                   "reward:MODULE:FUNCTION (see directalign.judges)")
+    p.add_argument("--judge", help="pairwise judge for the win rate: openai:MODEL, openai:MODEL@URL, local:MODEL, "
+                   "reward-model:DIR, reward:MODULE:FUNCTION (see directalign.judges)")
+    p.add_argument("--judge-base-url", help="server of an openai: judge (default $OPENAI_BASE_URL, else "
+                   "http://localhost:8000/v1)")
+    p.add_argument("--api-key", help="of an openai: judge (default $OPENAI_API_KEY, which keeps it out of `ps`)")
     p.add_argument("--ci", choices=["wilson", "bootstrap"], default="wilson", help="win-rate interval")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-samples", help="write the compared samples to this JSONL file")
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if args.judge:
         from directalign.judges.backends import judge_from_spec
 
-        judge = judge_from_spec(args.judge, batch_size=args.batch_size)
+        judge = judge_from_spec(args.judge, args.judge_base_url, args.api_key, batch_size=args.batch_size)
     result = evaluate_model(
         policy,
         reference,

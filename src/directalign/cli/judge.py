@@ -1,8 +1,9 @@
 """`directalign judge validate | pairs`: how far to trust a judge, and judge the pairs of a preference file.
 
 Thin: parse -> call directalign.judges -> print. A judge is "KIND:ARGUMENT" (judges.backends.judge_from_spec):
-openai:MODEL, local:MODEL, reward-model:DIR, reward:MODULE:FUNCTION or reward:FILE.py:FUNCTION; several
---judge options vote.
+openai:MODEL (or openai:MODEL@URL), local:MODEL, reward-model:DIR, reward:MODULE:FUNCTION or
+reward:FILE.py:FUNCTION; several --judge options vote. OpenAI judges read OPENAI_API_KEY and OPENAI_BASE_URL
+when --api-key and --base-url are not given.
 """
 
 from __future__ import annotations
@@ -54,10 +55,13 @@ def add_judge_arguments(
         action="append",
         required=True,
         metavar="KIND:ARG",
-        help="openai:MODEL, local:MODEL, reward-model:DIR, reward:FILE.py:FUNCTION; repeat to let judges vote",
+        help="openai:MODEL, openai:MODEL@URL, local:MODEL, reward-model:DIR, reward:FILE.py:FUNCTION; repeat to let "
+        "judges vote",
     )
-    p.add_argument("--base-url", default="http://localhost:8000/v1", help=base_url_help)
-    p.add_argument("--api-key", default="EMPTY", help="of openai: judges and servers")
+    p.add_argument("--base-url", help=f"{base_url_help} (default $OPENAI_BASE_URL, else http://localhost:8000/v1)")
+    p.add_argument(
+        "--api-key", help="of openai: judges and servers (default $OPENAI_API_KEY, which keeps it out of `ps`)"
+    )
     p.add_argument("--tie-margin", type=float, default=0.0, help="local and score judges: a smaller lead is a tie")
     p.add_argument("--batch-size", type=int, default=4, help=batch_size_help)
     p.add_argument("--no-swap", action="store_true", help="judge one order only (no position debiasing)")

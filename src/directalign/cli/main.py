@@ -11,6 +11,7 @@ import warnings
 from directalign import __version__
 from directalign.cli.common import KeysHelpParser
 from directalign.errors import DirectAlignError, RunInterrupted
+from directalign.secrets import redact
 
 # Each module has register(subparsers) which adds its parser and sets `func` to a callable(args) -> int.
 COMMAND_MODULES = ["train", "eval", "data", "report", "sweep", "reward_model", "onpolicy", "demo", "judge", "synth"]
@@ -47,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return int(args.func(args) or 0)
     except RunInterrupted as err:
-        print(f"\n{err}", file=sys.stderr)
+        print(f"\n{redact(str(err))}", file=sys.stderr)
         return err.exit_code
     except DirectAlignError as err:
         if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {redact(str(err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         if debug:

@@ -23,6 +23,7 @@ from pathlib import Path
 from directalign.config.keys import default_of
 from directalign.engine.files import atomic_write_json, remove_staging
 from directalign.errors import ConfigError
+from directalign.secrets import redact
 
 LOCK_FILE = ".directalign.lock"
 CONFIG_FILE = "config.json"
@@ -51,7 +52,7 @@ def result_changes(cfg, stored: dict, allowed: list[str]) -> list[str]:
     for f in dataclasses.fields(cfg):
         if not f.metadata.get("result", True) or f.name in allowed:
             continue
-        new = getattr(cfg, f.name)
+        new = redact(getattr(cfg, f.name))  # compared as stored: credentials masked
         old = stored.get(f.name, default_of(f))  # a key newer than the stored run had its default there
         if json.loads(json.dumps(new)) != old:
             changes.append(f"{f.name}: {old!r} -> {new!r}")
@@ -81,7 +82,7 @@ class RunFolder:
             self.log(f"removed {len(removed)} unfinished write(s) left by an interrupted run: {', '.join(removed)}")
         self.state = self._decide(cfg)
         if self.state == "fresh":
-            atomic_write_json(self.path / CONFIG_FILE, {"command": cfg.command, **cfg.to_dict()})
+            atomic_write_json(self.path / CONFIG_FILE, redact({"command": cfg.command, **cfg.to_dict()}))
         return self.state
 
     def _decide(self, cfg) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from directalign.engine.files import atomic_write_text, write_error
+from directalign.secrets import redact
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -54,7 +55,7 @@ class MetricsWriter:
             return
         try:
             with self.path.open("a") as f:
-                f.write(json.dumps(_clean(event), ensure_ascii=False) + "\n")
+                f.write(json.dumps(redact(_clean(event)), ensure_ascii=False) + "\n")
                 f.flush()
         except OSError as err:
             raise write_error(err, self.path) from err

@@ -10,6 +10,7 @@ import yaml
 
 from directalign import __version__
 from directalign.config.keys import default_of
+from directalign.secrets import redact
 
 SHOWN_ALWAYS = ("loss_type", "beta", "learning_rate", "use_peft", "lora_r", "lora_alpha", "max_steps",
                 "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "seed")
@@ -98,4 +99,4 @@ def model_card(
         "```",
         "",
     ]
-    return "\n".join(lines)
+    return redact("\n".join(lines))

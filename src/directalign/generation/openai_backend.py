@@ -4,6 +4,10 @@ One `chat.completions.create` request per prompt, several in flight at once (`co
 temperature, top_p, max_tokens, seed and stop; top_k is not in the OpenAI API and goes in the request body
 as the extra field vLLM and llama.cpp read. Some servers (llama.cpp, Ollama) return one choice whatever n
 asks for, so the backend asks again for the rest, with a different seed each time. Token ids are not returned.
+
+The key and the server come as the openai client takes them (directalign.secrets): the arguments, else
+OPENAI_API_KEY and OPENAI_BASE_URL, else a local server at http://localhost:8000/v1 with no key. Every message
+goes through `redact`, so neither a key nor a password in the URL is ever printed.
 """
 
 from __future__ import annotations
@@ -14,16 +18,27 @@ from typing import Any
 from directalign.data.types import Message
 from directalign.errors import ConfigError
 from directalign.generation.base import Completion, GenerationConfig, check_prompts, repeat_greedy
+from directalign.secrets import api_key as resolve_api_key
+from directalign.secrets import base_url as resolve_base_url
+from directalign.secrets import redact, redact_logs
+
+# The loggers that print a request's URL: httpx's at INFO ("httpx2" is the fork recent openai clients use) and
+# the openai client's own at DEBUG.
+_URL_LOGGERS = ("httpx", "httpx2", "openai._base_client")
 
 
 class OpenAIGenerator:
-    """Generator backed by an OpenAI-compatible HTTP endpoint; api_key "EMPTY" suits local servers."""
+    """Generator backed by an OpenAI-compatible HTTP endpoint; base_url and api_key None: the environment's
+    (OPENAI_BASE_URL, OPENAI_API_KEY) or a local server's (http://localhost:8000/v1, "EMPTY").
+
+    `base_url` (the attribute) is the URL with any credentials masked, for messages; the client keeps the real one.
+    """
 
     def __init__(
         self,
         model: str,
-        base_url: str = "http://localhost:8000/v1",
-        api_key: str = "EMPTY",
+        base_url: str | None = None,
+        api_key: str | None = None,
         timeout: float = 120.0,
         max_retries: int = 2,
         concurrency: int = 8,
@@ -34,10 +49,14 @@ class OpenAIGenerator:
             raise ConfigError("backend 'openai' needs the openai package: pip install openai") from error
         if concurrency < 1:
             raise ConfigError(f"openai backend: concurrency must be >= 1, got {concurrency}")
+        url = resolve_base_url(base_url)
+        redact_logs(*_URL_LOGGERS)
         self.model = model
-        self.base_url = base_url
+        self.base_url = redact(url)
         self.concurrency = concurrency
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
+        self.client = openai.OpenAI(
+            base_url=url, api_key=resolve_api_key(api_key), timeout=timeout, max_retries=max_retries
+        )
         self._openai = openai
 
     def generate(self, prompts: list[list[Message]], config: GenerationConfig | None = None) -> list[list[Completion]]:
@@ -83,11 +102,18 @@ class OpenAIGenerator:
             )
         except self._openai.APIConnectionError as error:
             raise ConfigError(
-                f"cannot reach an OpenAI-compatible server at {self.base_url} ({error}); "
-                "start one (e.g. vllm serve MODEL) or set base_url"
-            ) from error
+                redact(
+                    f"cannot reach an OpenAI-compatible server at {self.base_url} ({error}); "
+                    "start one (e.g. vllm serve MODEL) or set the base URL (or OPENAI_BASE_URL)"
+                )
+            ) from None
         except self._openai.APIStatusError as error:
             raise ConfigError(
-                f"the server at {self.base_url} refused the request for model {self.model!r}: "
-                f"HTTP {error.status_code} {error.message}"
-            ) from error
+                redact(
+                    f"the server at {self.base_url} refused the request for model {self.model!r}: "
+                    f"HTTP {error.status_code} {error.message}"
+                )
+            ) from None
+        except self._openai.OpenAIError as error:  # e.g. a reply that is not a chat completion
+            message = f"the server at {self.base_url} failed for model {self.model!r}: {error}"
+            raise ConfigError(redact(message)) from None

@@ -8,12 +8,15 @@
   a tie within tie_margin; P(A) = sigmoid(s_A - s_B), the Bradley-Terry reading of two scores. It cannot
   favour a position, so pairwise.judge_pairs judges it once.
 
-`judge_from_spec` builds one from a command-line string.
+`judge_from_spec` builds one from a command-line string. An OpenAI judge's server and key come from its spec
+(openai:MODEL@URL), the arguments, or the environment (OPENAI_BASE_URL, OPENAI_API_KEY; directalign.secrets);
+its name, which reports and output files carry, never holds the URL's credentials.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,8 +36,11 @@ from directalign.judges.base import (
     judge_messages,
     parse_verdict,
 )
+from directalign.secrets import redact
 
 SPEC_KINDS = ("openai", "local", "reward-model", "reward")
+# openai:MODEL@URL: the URL starts at the first "@http(s)://", so a model id may itself hold an "@" (name@version).
+_MODEL_AT_URL = re.compile(r"^(?P<model>.+?)@(?P<url>https?://.+)$")
 
 
 class OpenAIJudge:
@@ -45,8 +51,8 @@ class OpenAIJudge:
     def __init__(
         self,
         model: str,
-        base_url: str = "http://localhost:8000/v1",
-        api_key: str = "EMPTY",
+        base_url: str | None = None,
+        api_key: str | None = None,
         max_tokens: int = 512,
         criteria: str = DEFAULT_CRITERIA,
         timeout: float = 120.0,
@@ -59,7 +65,7 @@ class OpenAIJudge:
         self.generator = OpenAIGenerator(model, base_url, api_key, timeout, max_retries, concurrency)
         self.config = GenerationConfig(max_new_tokens=max_tokens, temperature=0.0)
         self.criteria = criteria
-        self.name = name or f"openai:{model}"
+        self.name = redact(name or f"openai:{model}")
 
     def judge(self, prompts: Sequence, responses_a: Sequence, responses_b: Sequence) -> list[Verdict]:
         pairs = check_pairs(prompts, responses_a, responses_b)
@@ -197,22 +203,25 @@ def reward_model_judge(reward_model: Any, tie_margin: float = 0.0, name: str = "
 
 def judge_from_spec(
     spec: str,
-    base_url: str = "http://localhost:8000/v1",
-    api_key: str = "EMPTY",
+    base_url: str | None = None,
+    api_key: str | None = None,
     tie_margin: float = 0.0,
     batch_size: int = 4,
 ) -> Any:
     """A judge from "KIND:ARGUMENT".
 
-    openai:MODEL (served at base_url), local:MODEL (embedded name, folder or hub id; log-prob judge),
+    openai:MODEL (served at base_url, else $OPENAI_BASE_URL, else http://localhost:8000/v1) or openai:MODEL@URL
+    (served at URL, whatever base_url says), local:MODEL (embedded name, folder or hub id; log-prob judge),
     reward-model:DIR (a `directalign reward-model train` output), reward:MODULE:FUNCTION or
     reward:FILE.py:FUNCTION (a reward function).
     """
     kind, _, argument = spec.partition(":")
     if kind not in SPEC_KINDS or not argument:
-        raise ConfigError(f"judge {spec!r}: expected KIND:ARGUMENT with KIND one of {', '.join(SPEC_KINDS)}")
+        raise ConfigError(redact(f"judge {spec!r}: expected KIND:ARGUMENT with KIND one of {', '.join(SPEC_KINDS)}"))
     if kind == "openai":
-        return OpenAIJudge(argument, base_url, api_key, name=spec)
+        at_url = _MODEL_AT_URL.match(argument)
+        model, url = (at_url["model"], at_url["url"]) if at_url else (argument, base_url)
+        return OpenAIJudge(model, url, api_key, name=spec)
     if kind == "local":
         from directalign.models.loading import load_model, load_tokenizer
 

@@ -3,6 +3,21 @@
 Inputs are summed per-sequence log-probabilities of shape (B,) and response lengths in tokens, shape (B,)
 (ints or floats); outputs are per-pair losses of shape (B,), unreduced. Hyperparameters may be floats or
 tensors. Lengths below 1 are treated as 1, so an empty response cannot divide by zero.
+
+The NLL term and TRL 1.16 (checked against TRL's own trainer code in tests/losses/test_reference_free.py). With
+S_i = log pi(y_w,i|x_i) summed over the n_i chosen response tokens and the batch mean taken by the trainer:
+- ours (RPO, CPO, ORPO): the mean of per-response averages, (1/B) sum_i -S_i / n_i; each response counts once.
+- TRL's SFT term of DPOTrainer (loss_type ["sigmoid", "sft"], RPO) and CPOTrainer's NLL: the token-pooled
+  -sum_i S_i / sum_i n_i over the batch; each token counts once, so long responses weigh more.
+  Equal when all n_i are equal; otherwise ours - TRL's = sum_i (-S_i / n_i) (1/B - n_i / N), N = sum_i n_i.
+  `nll_loss(..., pooled=True)` (and `cpo_loss(..., pooled=True)`) gives TRL's value as the batch mean.
+- TRL's ORPOTrainer: token-pooled over the prompt *and* the chosen response, -sum_i (S_i + P_i) / sum_i
+  (n_i + p_i - 1), where P_i sums the log-probs of the prompt's tokens after its first (p_i tokens, the first
+  has no prediction). Never equal to ours unless the prompts are a single token and the lengths equal; ours
+  follows the paper's L_SFT (Hong et al. 2024, eq. 2), the response given the prompt, and cannot add prompt
+  tokens since only response log-probs reach the loss.
+The preference terms themselves equal TRL's per pair (CPO's sigmoid term; ORPO's log-odds term with lam = TRL's
+beta, computed here in the input's precision where TRL casts to float32).
 """
 
 from __future__ import annotations
@@ -27,12 +42,21 @@ def _per_token(logps: torch.Tensor, lengths: torch.Tensor | float) -> torch.Tens
     return logps / lengths.clamp(min=1)
 
 
-def nll_loss(policy_chosen_logps: torch.Tensor, chosen_lengths: torch.Tensor | float) -> torch.Tensor:
+def nll_loss(
+    policy_chosen_logps: torch.Tensor, chosen_lengths: torch.Tensor | float, *, pooled: bool = False
+) -> torch.Tensor:
     """Per-token negative log-likelihood of the chosen response, -log pi(y_w|x) / |y_w|.
 
-    The supervised term of RPO (Pang et al. 2024: loss = dpo + rpo_alpha * nll), ORPO and CPO.
+    The supervised term of RPO (Pang et al. 2024: loss = dpo + rpo_alpha * nll), ORPO and CPO. Its batch mean
+    averages per response; pooled=True divides every response by the batch's mean length instead, so that the
+    batch mean is the token-pooled -sum_i log pi(y_w,i|x_i) / sum_i |y_w,i| of TRL (see the module docstring).
+    Pooled values are shares of one batch statistic, not per-pair losses: only their mean over this batch means
+    anything.
     """
-    return -_per_token(policy_chosen_logps, chosen_lengths)
+    if not pooled:
+        return -_per_token(policy_chosen_logps, chosen_lengths)
+    lengths = torch.as_tensor(chosen_lengths, dtype=policy_chosen_logps.dtype, device=policy_chosen_logps.device)
+    return -policy_chosen_logps / lengths.clamp(min=1).mean()
 
 
 def simpo_loss(
@@ -98,7 +122,8 @@ def orpo_loss(
         loss = nll(y_w) + lam * -log sigmoid(log odds(y_w) - log odds(y_l))
         log odds(y) = a - log(1 - exp(a)),  a = log pi(y|x) / |y|  (the length-averaged log-prob)
 
-    Stable for a from about 0 (a confident model) down to -1e4 (see `_log_odds`).
+    Stable for a from about 0 (a confident model) down to -1e4 (see `_log_odds`). The NLL is over the chosen
+    response only, per response; TRL's ORPOTrainer pools the prompt's tokens in too (module docstring).
     """
     chosen_avg = _per_token(policy_chosen_logps, chosen_lengths)
     rejected_avg = _per_token(policy_rejected_logps, rejected_lengths)
@@ -123,16 +148,20 @@ def cpo_loss(
     policy_rejected_logps: torch.Tensor,
     chosen_lengths: torch.Tensor | float,
     beta: Hyper,
+    *,
+    pooled: bool = False,
 ) -> torch.Tensor:
     """CPO (Xu et al. 2024, "Contrastive Preference Optimization"): DPO without the reference, plus NLL.
 
         loss = -log sigmoid(beta * (log pi(y_w|x) - log pi(y_l|x))) - log pi(y_w|x) / |y_w|
 
-    The preference term uses summed log-probs; the NLL term is per token, as in `nll_loss` and TRL's
-    CPOTrainer (the paper writes the summed NLL, which weighs long chosen responses more).
+    The preference term uses summed log-probs, as TRL's CPOTrainer (loss_type "sigmoid"). The NLL term is
+    normalised per response (`nll_loss`); TRL's (cpo_alpha = 1) pools the batch's chosen tokens, which
+    pooled=True reproduces in the batch mean. The two agree when the chosen responses of a batch have one length.
+    (The paper writes the summed NLL, which weighs long chosen responses more still.)
     """
     preference = -F.logsigmoid(beta * (policy_chosen_logps - policy_rejected_logps))
-    return preference + nll_loss(policy_chosen_logps, chosen_lengths)
+    return preference + nll_loss(policy_chosen_logps, chosen_lengths, pooled=pooled)
 
 
 @register_loss(

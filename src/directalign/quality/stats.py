@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 
-def wilson_interval(successes: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+def wilson_interval(successes: float, total: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion (Wilson 1927).
 
     (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n), p = successes/total, z the normal quantile at
