@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
+from directalign.data.builtin import builtin_split
+from directalign.data.formats import load_records
 from directalign.data.types import Message, PreferenceRecord, TokenizedRecord
 from directalign.data.unpaired import records_for_loss
 
@@ -18,14 +21,12 @@ class PreparedData:
     eval_prompts: list[list[Message]] = field(default_factory=list)  # held-out prompts, for sampling
 
 
-def _load(path: str) -> tuple[list[PreferenceRecord], str, list[str]]:
-    from directalign.data.formats import load_records
-
-    result = load_records(path)
+def _load(path: str, split: str | None, config: str | None) -> tuple[list[PreferenceRecord], str, list[str]]:
+    result = load_records(path, split=split, config=config)
     notes = []
     skipped = sum(result.skipped.values())
     if skipped:
-        notes.append(f"{path}: skipped {skipped} of {result.num_rows} rows ({dict(result.skipped)})")
+        notes.append(f"{result.path}: skipped {skipped} of {result.num_rows} rows ({dict(result.skipped)})")
         notes += [f"  {example}" for example in result.skipped_examples]
     return result.records, result.schema, notes
 
@@ -38,24 +39,31 @@ def split_records(records: list, fraction: float, seed: int) -> tuple[list, list
     return [r for i, r in enumerate(records) if i not in held], [records[i] for i in sorted(held)]
 
 
+def training_records(cfg: Any) -> tuple[list[PreferenceRecord], list[PreferenceRecord], str, list[str]]:
+    """Train and held-out records of a config, a description of them and notes (skipped rows).
+
+    Without `data`, the built-in set: `builtin_held_out(builtin_eval_pairs)` is the held-out part, the same
+    pairs `eval --data builtin` scores. Otherwise `data` (a file, folder or Hub id, with `data_split` and
+    `data_config`) and `eval_data` (with `eval_data_split`), or a seeded `eval_split` fraction of `data`.
+    """
+    if cfg.data is None:
+        train, held = builtin_split(cfg.builtin_train_pairs, cfg.builtin_eval_pairs, seed=cfg.seed)
+        return train, held, f"built-in verifiable preference set ({len(train)} train / {len(held)} held-out pairs)", []
+    # The split and config keys arrive with the config rewrite; until then a config without them reads defaults.
+    config = getattr(cfg, "data_config", None)
+    train, schema, notes = _load(cfg.data, getattr(cfg, "data_split", None), config)
+    if cfg.eval_data:
+        held, _, eval_notes = _load(cfg.eval_data, getattr(cfg, "eval_data_split", None), config)
+        notes += eval_notes
+    else:
+        train, held = split_records(train, cfg.eval_split, cfg.seed)
+    return train, held, f"{cfg.data} (schema {schema}; {len(train)} train / {len(held)} held-out records)", notes
+
+
 def prepare_data(cfg, tokenizer) -> PreparedData:
     from directalign.data.tokenize import tokenize_records
 
-    notes: list[str] = []
-    if cfg.data is None:
-        from directalign.data.builtin import builtin_split
-
-        train, held = builtin_split(cfg.builtin_train_pairs, cfg.builtin_eval_pairs, seed=cfg.seed)
-        description = f"built-in verifiable preference set ({len(train)} train / {len(held)} held-out pairs)"
-    else:
-        train, schema, notes = _load(cfg.data)
-        if cfg.eval_data:
-            held, _, eval_notes = _load(cfg.eval_data)
-            notes += eval_notes
-        else:
-            train, held = split_records(train, cfg.eval_split, cfg.seed)
-        description = f"{cfg.data} (schema {schema}; {len(train)} train / {len(held)} held-out records)"
-
+    train, held, description, notes = training_records(cfg)
     train, conversion_notes = records_for_loss(train, cfg.loss_type)
     notes += conversion_notes
 
