@@ -3,6 +3,7 @@ dataset ids (through a local stand-in of the Hub's API), and the one-line error 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -16,6 +17,7 @@ from datasets import Dataset, DatasetDict
 from huggingface_hub import constants
 from trl.data_utils import maybe_extract_prompt
 
+from directalign.cli import eval as eval_cli
 from directalign.cli.main import main
 from directalign.data import hub
 from directalign.data.formats import CONVERSATIONAL, load_records, records_from_rows
@@ -98,6 +100,17 @@ def test_saved_dataset_dict_split_default_and_choice(tmp_path):
     assert load_records(folder, split="test").num_rows == 1
     with pytest.raises(DataError, match=r"no split 'dev'; it has test, train \(choose one with split\)$"):
         load_records(folder, split="dev")
+
+
+def test_eval_reads_the_split_and_config_asked_for(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    parser = argparse.ArgumentParser()
+    eval_cli.register(parser.add_subparsers())
+    folder = hub_layout(tmp_path / "repo")
+    args = parser.parse_args(["eval", "--data", str(folder), "--data-split", "test_prefs"])
+    assert [r.source for r in eval_cli.load_held_out(args)] == [f"{folder}[test_prefs]:1"]
+    args = parser.parse_args(["eval", "--data", str(folder), "--data-config", "small"])
+    assert [r.source for r in eval_cli.load_held_out(args)] == [f"{folder}[train]:1"]
 
 
 def test_folder_in_hub_layout_goes_through_load_dataset(tmp_path, monkeypatch):

@@ -20,7 +20,9 @@ from datasets import Dataset, DatasetDict
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from directalign.data import schemas
 from directalign.data.formats import MAX_SKIPPED_EXAMPLES, ROLES, LoadResult, load_records, records_from_rows
+from directalign.data.schemas import SkipRow
 from directalign.errors import DataError
 
 FIELDS = [
@@ -247,3 +249,23 @@ def test_corrupted_saved_datasets(draw):
             draw.draw(st.binary(max_size=64) | st.just(content[: draw.draw(st.integers(0, len(content)))]))
         )
         check_load(path, str(path))
+
+
+def _transcript_by_the_definition(text: str) -> list[dict] | None:
+    """The turns of an hh-rlhf transcript split with the detection pattern itself, or None when it is none."""
+    parts = schemas._HH_TURN.split(text)
+    if parts[0] or len(parts) < 3:
+        return None
+    turns = zip(parts[1::2], parts[2::2], strict=True)
+    return [{"role": schemas._HH_ROLES[role], "content": content.removeprefix(" ")} for role, content in turns]
+
+
+@settings(max_examples=500, **SETTINGS)
+@given(st.lists(st.sampled_from(["\n", "\n\n", " ", "\t", "Human:", "Assistant:", "Human", "a", ":"]), max_size=12))
+def test_fast_transcript_split_matches_the_definition(pieces):
+    text = "".join(pieces)
+    try:
+        turns = schemas._parse_transcript(text, "chosen")
+    except SkipRow:
+        turns = None
+    assert turns == _transcript_by_the_definition(text)
