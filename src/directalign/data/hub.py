@@ -74,10 +74,15 @@ def _load_dataset(name: str, split: str | None, config: str | None, source: str)
 
     try:
         return datasets.load_dataset(name, name=config, split=split)
-    except ConnectionError as err:  # offline mode (or no network) and no cached copy
+    except ConnectionError as err:  # offline with no cached copy, or the network failed after the probe
+        if datasets.config.HF_HUB_OFFLINE:
+            raise DataError(
+                f"{source}: not a local file or folder, and the Hub is offline (HF_HUB_OFFLINE) with no cached "
+                f"copy of it; {_LOCAL_COPY}"
+            ) from err
         raise DataError(
-            f"{source}: not a local file or folder, and the Hub is offline (HF_HUB_OFFLINE) with no cached "
-            f"copy of it; {_LOCAL_COPY}"
+            f"{source}: the Hub did not answer ({_describe(err)}); set HF_HUB_OFFLINE=1 to use a copy in the "
+            f"datasets cache, or {_LOCAL_COPY}"
         ) from err
     except FileNotFoundError as err:  # datasets' DatasetNotFoundError among them
         raise DataError(f"{source}: no such file or folder, nor a dataset on the Hub ({_describe(err)})") from err
