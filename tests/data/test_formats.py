@@ -397,7 +397,7 @@ def test_long_loads_show_progress_bars(tmp_path, monkeypatch, capsys):
 PLACES = {
     "jsonl": ("", [1, 2, 3]), "jsonl.gz": ("", [1, 2, 3]), "json": ("", [1, 2, 3]), "json.gz": ("", [1, 2, 3]),
     "csv": ("", [2, 3, 4]), "parquet": ("", [1, 2, 3]), "datasets": ("[train]", [1, 2, 3]),
-    "hub-folder": ("[train]", [1, 2, 3]),
+    "hub-folder": ("/data/train.jsonl", [1, 2, 3]),
 }  # fmt: skip
 
 
@@ -405,7 +405,7 @@ def _write_any(folder, file_format, rows):
     folder.mkdir(exist_ok=True)
     if file_format != "hub-folder":
         return write_file(folder, file_format, rows)
-    (folder / "repo" / "data").mkdir(parents=True)  # data files in Hub layout, read by datasets.load_dataset
+    (folder / "repo" / "data").mkdir(parents=True)  # data files in Hub layout: datasets names the split's files
     _write_jsonl(folder / "repo" / "data" / "train.jsonl", rows)
     return folder / "repo"
 

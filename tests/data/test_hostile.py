@@ -112,7 +112,7 @@ CASES = {
     "empty .parquet": ("d.parquet", b"", Error(r": cannot read the Parquet file")),
     "junk .parquet": ("d.parquet", os.urandom(64), Error(r": cannot read the Parquet file")),
     "empty folder": ("d", lambda path: path.mkdir(), Error(r": an empty folder")),
-    "folder without data files": ("d", _folder_of({"notes.txt": "hello"}), Error(r"\[train\]: no row matches")),
+    "folder without data files": ("d", _folder_of({"notes.txt": "hello"}), Error(r"/notes.txt: unsupported file type")),
     "unsupported file type": ("d.txt", "hello", Error(r": unsupported file type")),
     "a device, not a file": ("/dev/null", None, Error(r": not a regular file or folder")),
     "malformed JSON line": ("d.jsonl", jsonl(GOOD, "{oops"), Error(r":2: not valid JSON")),

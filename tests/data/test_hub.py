@@ -108,26 +108,49 @@ def test_eval_reads_the_split_and_config_asked_for(tmp_path, monkeypatch):
     eval_cli.register(parser.add_subparsers())
     folder = hub_layout(tmp_path / "repo")
     args = parser.parse_args(["eval", "--data", str(folder), "--data-split", "test_prefs"])
-    assert [r.source for r in eval_cli.load_held_out(args)] == [f"{folder}[test_prefs]:1"]
+    assert [r.source for r in eval_cli.load_held_out(args)] == [f"{folder}/data/test_prefs.jsonl:1"]
     args = parser.parse_args(["eval", "--data", str(folder), "--data-config", "small"])
-    assert [r.source for r in eval_cli.load_held_out(args)] == [f"{folder}[train]:1"]
+    assert [r.source for r in eval_cli.load_held_out(args)] == [f"{folder}/small/train.jsonl:1"]
 
 
-def test_folder_in_hub_layout_goes_through_load_dataset(tmp_path, monkeypatch):
+def test_folder_in_hub_layout_reads_the_files_datasets_assigns_to_the_split(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
     folder = hub_layout(tmp_path / "repo")
     with pytest.raises(DataError, match=rf"^{folder}: no split 'train'; it has train_prefs, test_prefs \(there is"):
         load_records(folder)
-    result = load_records(folder, split="test_prefs")
-    assert (result.schema, result.num_rows, result.path) == (CONVERSATIONAL, 1, f"{folder}[test_prefs]")
-    assert result.records[0].source == f"{folder}[test_prefs]:1"
-    assert load_records(folder, split="train_prefs[:1]").num_rows == 1  # datasets' slicing syntax
+    result = load_records(folder, split="test_prefs")  # the README's configs say which file is which split
+    assert (result.schema, result.num_rows) == (CONVERSATIONAL, 1)
+    assert result.path == f"{folder}/data/test_prefs.jsonl" and result.records[0].source == f"{result.path}:1"
     small = load_records(folder, config="small")
-    assert (small.path, small.records[0].prompt) == (f"{folder}[train]", [user("q")])
-    with pytest.raises(DataError, match=r"no split 'dev' \(ValueError: Unknown split"):
+    assert (small.path, small.records[0].prompt) == (f"{folder}/small/train.jsonl", [user("q")])
+    with pytest.raises(DataError, match=r"no split 'dev'; it has train_prefs, test_prefs \(choose one with split\)$"):
         load_records(folder, split="dev")
-    with pytest.raises(DataError, match=r"datasets.load_dataset cannot read it \(ValueError: BuilderConfig 'big'"):
+    with pytest.raises(DataError, match=r"cannot tell which files are its data \(ValueError: BuilderConfig 'big'"):
         load_records(folder, config="big")
+
+
+def test_a_split_in_several_files_is_one_result_with_each_rows_own_place(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "shards"
+    (folder / "data").mkdir(parents=True)
+    good, same = {"prompt": "q", "chosen": "a", "rejected": "b"}, {"prompt": "q", "chosen": "a", "rejected": "a"}
+    for index, rows in enumerate([[good, same], [same, good, good]]):
+        (folder / "data" / f"train-0000{index}-of-00002.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = load_records(folder)
+    first, second = (f"{folder}/data/train-0000{i}-of-00002.jsonl" for i in range(2))
+    assert (result.path, result.num_rows, result.skipped) == (f"{folder}[train]", 5, {"chosen == rejected": 2})
+    assert [r.source for r in result.records] == [f"{first}:1", f"{second}:2", f"{second}:3"]
+    places = (f"{first}:2", f"{second}:1")
+    assert result.skipped_examples == [f"{place}: chosen == rejected (rejected)" for place in places]
+
+
+def test_a_json_lines_file_starting_with_null_is_a_skipped_row_not_a_crash(tmp_path):
+    # pyarrow 26's JSON reader (what datasets.load_dataset("json") uses) dies with SIGSEGV on this file.
+    folder = tmp_path / "repo"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "train.jsonl").write_text('null\n{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
+    result = load_records(folder)
+    assert result.skipped_examples == [f"{folder}/data/train.jsonl:1: row is not an object (row)"]
 
 
 @pytest.mark.parametrize("text,hub_like", [

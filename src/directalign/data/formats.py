@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from directalign.data.hub import looks_like_hub_id, read_folder, read_hub
+from directalign.data.hub import DEFAULT_SPLIT, Part, looks_like_hub_id, read_folder, read_hub
 from directalign.data.readers import PROGRESS_DELAY_S, BadRow, read_file_rows, shown
 from directalign.data.schemas import (
     CONVERSATIONAL,
@@ -67,8 +67,9 @@ def load_records(
     Raises DataError naming the file (and line) for a missing or unreadable source, a malformed JSON line, a
     Hub id that cannot be loaded, or a source where no row parses.
     """
-    rows, source = _read(path, split, config)
-    return _parse_rows(rows, source)
+    parts = _read(path, split, config)
+    results = [_parse_rows(rows, source) for rows, source in parts]
+    return results[0] if len(results) == 1 else _merged(results, f"{path}[{split or DEFAULT_SPLIT}]")
 
 
 def read_rows(
@@ -79,24 +80,39 @@ def read_rows(
     A row its file makes ambiguous (a CSV row with the wrong number of fields, a JSON key given twice) is a
     DataError here, since raw rows have no skipped-row report.
     """
-    rows, source = _read(path, split, config)
-    for number, row in rows:
-        if isinstance(row, BadRow):
-            raise DataError(SkipRow(row.reason, row.field, row.detail).describe(f"{source}:{number}"))
+    rows = []
+    for part_rows, source in _read(path, split, config):
+        for number, row in part_rows:
+            if isinstance(row, BadRow):
+                raise DataError(SkipRow(row.reason, row.field, row.detail).describe(f"{source}:{number}"))
+        rows += part_rows
     return rows
 
 
-def _read(path: str | Path, split: str | None, config: str | None) -> tuple[list[tuple[int, Any]], str]:
+def _read(path: str | Path, split: str | None, config: str | None) -> list[Part]:
     local = Path(path)
     if local.is_dir():
         return read_folder(local, split, config)
     if local.is_file():
-        return read_file_rows(local, split), str(local)
+        return [(read_file_rows(local, split), str(local))]
     if local.exists():
         raise DataError(f"{local}: not a regular file or folder")
     if looks_like_hub_id(str(path)):
-        return read_hub(str(path), split, config)
+        return [read_hub(str(path), split, config)]
     raise DataError(f"{local}: no such file or folder")
+
+
+def _merged(results: list[LoadResult], source: str) -> LoadResult:
+    """One result for a split held in several files (shards), each parsed with its own places."""
+    schemas = {result.schema for result in results}
+    if len(schemas) > 1:
+        found = ", ".join(f"{result.path} is {result.schema}" for result in results)
+        raise DataError(f"{source}: its files are in different schemas ({found})")
+    skipped = sum((Counter(result.skipped) for result in results), Counter())
+    examples = [example for result in results for example in result.skipped_examples][:MAX_SKIPPED_EXAMPLES]
+    records = [record for result in results for record in result.records]
+    rows = sum(result.num_rows for result in results)
+    return LoadResult(records, results[0].schema, source, rows, dict(skipped.most_common()), examples)
 
 
 def records_from_rows(rows: Iterable[Any], source_name: str) -> LoadResult:

@@ -1,8 +1,12 @@
 """Rows through the `datasets` library: save_to_disk folders, folders in Hub layout and Hub dataset ids.
 
-A Hub id ("owner/name") or a folder of data files goes through `datasets.load_dataset(id, name=config,
-split=split)`, as TRL's scripts load theirs; a folder written by `save_to_disk` through `load_from_disk`. A
-DatasetDict gives the split asked for, else "train", else an error listing its splits.
+A Hub id ("owner/name") goes through `datasets.load_dataset(id, name=config, split=split)`, as TRL's scripts
+load theirs; a folder written by `save_to_disk` through `load_from_disk`. A local folder of data files is laid
+out as on the Hub (a README's `configs`, or split names in file names), so `datasets` resolves which files make
+which split, and directalign.data.readers reads them: each row's place is then its own file and line, and
+pyarrow's JSON reader, which crashes the process on some inputs (a JSON-lines file that starts with `null`,
+pyarrow 26), never sees a local file. A DatasetDict or a folder gives the split asked for, else "train", else
+an error listing its splits.
 
 Offline, `datasets` serves a Hub id from its cache or fails; with no network and offline mode unset it would
 retry for about 25 s first. So the Hub's endpoint is probed once with a short TCP connect before loading, and
@@ -19,8 +23,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from directalign.data.readers import DATA_SUFFIXES
+from directalign.data.readers import DATA_SUFFIXES, read_file_rows
 from directalign.errors import DataError
+
+Part = tuple[list[tuple[int, Any]], str]  # numbered rows, and the source name their places start with
 
 CONNECT_TIMEOUT_S = 3.0
 DEFAULT_SPLIT = "train"
@@ -38,16 +44,27 @@ def looks_like_hub_id(text: str) -> bool:
     return _HUB_ID.fullmatch(text) is not None and ".." not in text and not name.endswith(DATA_SUFFIXES)
 
 
-def read_folder(path: Path, split: str | None, config: str | None) -> tuple[list[tuple[int, Any]], str]:
-    """Numbered rows and their source name from a save_to_disk folder or a folder of data files."""
+def read_folder(path: Path, split: str | None, config: str | None) -> list[Part]:
+    """The rows of a save_to_disk folder, or of each data file of the split of a folder in Hub layout."""
     if any((path / marker).is_file() for marker in _SAVED_MARKERS):
-        return _numbered(_load_from_disk(path), split, str(path))
+        return [_numbered(_load_from_disk(path), split, str(path))]
     if not any(p.is_file() for p in path.rglob("*")):
         raise DataError(f"{path}: an empty folder; expected data files or a folder written by save_to_disk")
-    return _numbered(_load_dataset(str(path), split, config, str(path)), split, _named(str(path), split))
+    return [(read_file_rows(Path(file)), str(file)) for file in _split_files(path, split, config)]
 
 
-def read_hub(name: str, split: str | None, config: str | None) -> tuple[list[tuple[int, Any]], str]:
+def _split_files(path: Path, split: str | None, config: str | None) -> list[str]:
+    import datasets
+
+    try:
+        data_files = datasets.load_dataset_builder(str(path), name=config).config.data_files or {}
+    except Exception as err:  # see _load_from_disk
+        raise DataError(f"{path}: datasets cannot tell which files are its data ({_describe(err)})") from err
+    splits = {str(name): list(files) for name, files in data_files.items()}
+    return splits[_pick(list(splits), split, str(path))]
+
+
+def read_hub(name: str, split: str | None, config: str | None) -> Part:
     """Numbered rows and their source name of a Hub dataset; a DataError when the Hub cannot serve it."""
     import datasets
 
@@ -94,15 +111,21 @@ def _load_dataset(name: str, split: str | None, config: str | None, source: str)
         raise DataError(f"{source}: datasets.load_dataset cannot read it ({_describe(err)})") from err
 
 
-def _numbered(dataset: Any, split: str | None, source: str) -> tuple[list[tuple[int, Any]], str]:
+def _pick(splits: list[str], split: str | None, source: str) -> str:
+    """The split asked for, else "train"; a DataError listing the splits when that one is not there."""
+    name = split or DEFAULT_SPLIT
+    if name not in splits:
+        hint = "choose one with split" if split else f"there is no {DEFAULT_SPLIT!r} split; choose one with split"
+        raise DataError(f"{source}: no split {name!r}; it has {', '.join(splits) or 'none'} ({hint})")
+    return name
+
+
+def _numbered(dataset: Any, split: str | None, source: str) -> Part:
     """Rows of a Dataset, or of the split of a DatasetDict that split (default "train") names."""
     import datasets
 
     if isinstance(dataset, datasets.DatasetDict):
-        name = split or DEFAULT_SPLIT
-        if name not in dataset:
-            hint = "choose one with split" if split else f"there is no {DEFAULT_SPLIT!r} split; choose one with split"
-            raise DataError(f"{source}: no split {name!r}; it has {', '.join(dataset)} ({hint})")
+        name = _pick(list(dataset), split, source)
         dataset, source = dataset[name], _named(source, name)
     try:
         rows = dataset.to_list()
