@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from directalign.data.builtin import BUILTIN_EVAL_PAIRS
+from directalign.data.builtin import BUILTIN_EVAL_PAIRS, builtin_held_out
 
 BUILTIN = "builtin"
 
@@ -49,8 +49,6 @@ def register(subparsers) -> None:
 def load_held_out(args: argparse.Namespace) -> list:
     """The records to score: train's own built-in held-out pairs (`builtin_held_out`), or those of --data."""
     if args.data == BUILTIN:
-        from directalign.data.builtin import builtin_held_out
-
         return builtin_held_out(args.limit or BUILTIN_EVAL_PAIRS)
     from directalign.data.formats import load_records
 
