@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import argparse
 import random
 import re
 
 import pytest
 
+from directalign.cli import eval as eval_cli
+from directalign.config import TrainConfig
 from directalign.data import builtin
 from directalign.data.builtin import (
+    BUILTIN_EVAL_PAIRS,
     CATEGORIES,
     FACTS,
+    builtin_held_out,
     builtin_records,
     builtin_split,
     builtin_tasks,
     task_from_prompt,
     verify,
 )
+from directalign.data.pipeline import training_records
 from directalign.errors import ConfigError
 
 KINDS = {"arithmetic", "capitals", "json", "one_word", "numbered_list", "word_count", "yes_no"}
@@ -179,3 +185,20 @@ def test_zero_negative_and_too_many(monkeypatch):
     assert len(builtin_tasks(len(FACTS))) == len(FACTS)
     with pytest.raises(ConfigError, match="distinct"):
         builtin_tasks(len(FACTS) + 1)
+
+
+def _eval_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    eval_cli.register(parser.add_subparsers())
+    return parser.parse_args(["eval", *argv])
+
+
+def test_train_and_eval_builtin_score_the_same_held_out_pairs():
+    """`train` without data holds out exactly the pairs `eval --data builtin` scores, whatever the seed."""
+    train, held, _, _ = training_records(TrainConfig())
+    assert len(held) == BUILTIN_EVAL_PAIRS == TrainConfig().builtin_eval_pairs
+    assert eval_cli.load_held_out(_eval_args("--data", "builtin")) == held
+    other_train, other_held, _, _ = training_records(TrainConfig(seed=7))
+    assert other_held == held and other_train != train
+    assert eval_cli.load_held_out(_eval_args("--data", "builtin", "--limit", "10")) == held[:10]
+    assert builtin_held_out(100)[:BUILTIN_EVAL_PAIRS] == held

@@ -4,11 +4,13 @@ import csv
 import gzip
 import json
 
+import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datasets import Dataset, DatasetDict
 
+from directalign.data import formats, readers
 from directalign.data.formats import (
     CONVERSATIONAL,
     HH_RLHF,
@@ -371,3 +373,56 @@ def test_bad_ranked_rows_are_skipped_and_named(row, reason, field):
     assert len(result.records) == 1
     assert result.skipped_examples[0].startswith("ranked.jsonl:2: " + reason)
     assert result.skipped_examples[0].endswith(f"({field})")
+
+
+def test_long_loads_show_progress_bars(tmp_path, monkeypatch, capsys):
+    # The bars wait PROGRESS_DELAY_S before they appear, so small files print nothing; here they appear at once.
+    monkeypatch.setattr(readers, "PROGRESS_DELAY_S", 0)
+    monkeypatch.setattr(formats, "PROGRESS_DELAY_S", 0)
+    path = tmp_path / "big.jsonl"
+    _write_jsonl(path, ROWS[TEXT] * 150)
+    assert load_records(path).num_rows == 300
+    err = capsys.readouterr().err
+    assert "reading big.jsonl" in err and "lines/s" in err
+    assert "parsing big.jsonl" in err and "/300 " in err and "rows/s" in err
+    small = tmp_path / "small.jsonl"
+    _write_jsonl(small, ROWS[TEXT])
+    monkeypatch.setattr(formats, "PROGRESS_DELAY_S", 2.0)
+    monkeypatch.setattr(readers, "PROGRESS_DELAY_S", 2.0)
+    load_records(small)
+    assert capsys.readouterr().err == ""
+
+
+# Where rows 1-3 of a file are, by format: the source name's suffix, then the line (CSV: after the header) or row.
+PLACES = {
+    "jsonl": ("", [1, 2, 3]), "jsonl.gz": ("", [1, 2, 3]), "json": ("", [1, 2, 3]), "json.gz": ("", [1, 2, 3]),
+    "csv": ("", [2, 3, 4]), "parquet": ("", [1, 2, 3]), "datasets": ("[train]", [1, 2, 3]),
+    "hub-folder": ("/data/train.jsonl", [1, 2, 3]),
+}  # fmt: skip
+
+
+def _write_any(folder, file_format, rows):
+    folder.mkdir(exist_ok=True)
+    if file_format != "hub-folder":
+        return write_file(folder, file_format, rows)
+    (folder / "repo" / "data").mkdir(parents=True)  # data files in Hub layout: datasets names the split's files
+    _write_jsonl(folder / "repo" / "data" / "train.jsonl", rows)
+    return folder / "repo"
+
+
+@pytest.mark.parametrize("file_format", list(PLACES))
+def test_every_loader_names_the_file_the_row_and_the_field(tmp_path, monkeypatch, file_format):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    suffix, numbers = PLACES[file_format]
+    bad = {"prompt": "c", "chosen": "same", "rejected": "same"}
+    path = _write_any(tmp_path / "some-bad", file_format, ROWS[TEXT] + [bad])
+    result = load_records(path)
+    assert [r.source for r in result.records] == [f"{path}{suffix}:{n}" for n in numbers[:2]]
+    assert result.skipped_examples == [f"{path}{suffix}:{numbers[2]}: chosen == rejected (rejected)"]
+    path = _write_any(tmp_path / "all-bad", file_format, [bad] * 3)
+    with pytest.raises(DataError) as err:
+        load_records(path)
+    assert str(err.value) == (
+        f"{path}{suffix}: none of 3 rows is usable as text (chosen == rejected 3); "
+        f"first: {path}{suffix}:{numbers[0]}: chosen == rejected (rejected)"
+    )

@@ -174,3 +174,12 @@ def test_same_ids_as_trl_on_text_rows(smollm2_tokenizer):
     records = records_from_rows(rows, "mem").records
     ours = tokenize_records(records, smollm2_tokenizer, use_chat_template=False, **UNLIMITED).records
     _assert_same_as_trl(ours, _trl_prepare(smollm2_tokenizer, rows))
+
+
+def test_long_tokenisation_shows_a_progress_bar_with_rate(smollm2_tokenizer, monkeypatch, capsys):
+    # The bar waits PROGRESS_DELAY_S before it appears, so short jobs print nothing; here it appears at once.
+    monkeypatch.setattr(tokenize_module, "PROGRESS_DELAY_S", 0)
+    rows = [{"prompt": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(300)]
+    tokenize_records(records_from_rows(rows, "mem").records, smollm2_tokenizer)
+    err = capsys.readouterr().err
+    assert "tokenising" in err and "/300 " in err and "records/s" in err

@@ -53,6 +53,8 @@ def keys(tiny_model_dir, out, case: str, batch: int, reward_file=None) -> dict:
               "per_device_train_batch_size": batch}
     if command in ("online-dpo", "grpo"):
         values["reward_funcs"] = f"{reward_file}:length"
+    if command == "reward-model train":
+        del values["kl_prompts"]  # a reward model samples nothing: not one of its keys
     return values
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from directalign.data.builtin import BUILTIN_EVAL_PAIRS, builtin_held_out
+
 BUILTIN = "builtin"
 
 
@@ -20,12 +22,16 @@ def register(subparsers) -> None:
     )
     p.add_argument("--adapter", help="LoRA adapter folder; the reference is then the model without it")
     p.add_argument("--ref-model", help="reference model when there is no adapter (default: none)")
-    p.add_argument("--data", required=True, help="held-out preference data file, or 'builtin' (built-in held-out)")
+    p.add_argument("--data", required=True, help="held-out preference data: a file, folder or Hub id, or 'builtin' "
+                   "(the built-in held-out pairs that train scores)")
+    p.add_argument("--data-split", help="split of a DatasetDict folder or Hub dataset (default: train)")
+    p.add_argument("--data-config", help="configuration of a Hub dataset")
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--max-prompt-length", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--limit", type=int, help="only the first N records (with --data builtin: default 64)")
+    p.add_argument("--limit", type=int, help="only the first N records (with --data builtin: default "
+                   f"{BUILTIN_EVAL_PAIRS}, train's held-out size)")
     p.add_argument("--generate", action="store_true", help="sample from held-out prompts: KL, length, win rate")
     p.add_argument("--samples", type=int, default=1, help="samples per prompt with --generate (default 1)")
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -44,13 +50,12 @@ def register(subparsers) -> None:
 
 
 def load_held_out(args: argparse.Namespace) -> list:
+    """The records to score: train's own built-in held-out pairs (`builtin_held_out`), or those of --data."""
     if args.data == BUILTIN:
-        from directalign.data.builtin import builtin_split
-
-        return builtin_split(0, args.limit or 64)[1]
+        return builtin_held_out(args.limit or BUILTIN_EVAL_PAIRS)
     from directalign.data.formats import load_records
 
-    return load_records(args.data).records[: args.limit]
+    return load_records(args.data, split=args.data_split, config=args.data_config).records[: args.limit]
 
 
 def reward_function(args: argparse.Namespace):

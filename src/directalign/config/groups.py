@@ -90,6 +90,7 @@ class PreferenceDataKeys:
     data_split: str | None = key(None, "split of a DatasetDict or hub dataset (default: train)")
     data_config: str | None = key(None, "configuration name of a hub dataset")
     eval_data: str | None = key(None, "held-out preference data (default: eval_split of data)")
+    eval_data_split: str | None = key(None, "split of eval_data when it is a DatasetDict or hub dataset")
     eval_split: float = key(0.1, "held-out fraction of data when eval_data is not given", low=0, high=1, high_open=True)
     builtin_train_pairs: int = key(192, "training pairs of the built-in set", low=1)
     builtin_eval_pairs: int = key(64, "held-out pairs of the built-in set", low=0)

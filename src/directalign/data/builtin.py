@@ -8,7 +8,8 @@ that a CPU can train on them.
 
 Every prompt determines its answer, so `verify` can score any completion from the prompt alone, which is what
 on-policy training needs. Train and held-out sets (`builtin_split`) use disjoint facts, list categories and
-numbers above 9.
+numbers above 9. The held-out pairs (`builtin_held_out`) are one fixed set whatever the training seed, so that
+`train` (its held-out split) and `eval --data builtin` score the same pairs.
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 JSON_KEYS = ("answer", "result", "value")
 _MAX_TRIES = 64  # draws per slot before a family counts as out of new prompts
+BUILTIN_TRAIN_PAIRS = 192  # TrainConfig.builtin_train_pairs' default
+BUILTIN_EVAL_PAIRS = 64  # TrainConfig.builtin_eval_pairs' default, and eval --data builtin's
+HELD_OUT_SEED = 42  # TrainConfig.seed's default: the held-out pairs that runs before this constant scored
 
 
 @dataclass(frozen=True)
@@ -415,11 +419,20 @@ def builtin_records(n: int, seed: int = 0) -> list[PreferenceRecord]:
 
 
 def builtin_split(n_train: int, n_eval: int, seed: int = 0) -> tuple[list[PreferenceRecord], list[PreferenceRecord]]:
-    """Train and held-out records whose prompts share no fact, list category or number above 9.
+    """Train records drawn with seed, and the held-out records `builtin_held_out(n_eval)`.
 
-    Sources are "builtin:train:<index>" and "builtin:eval:<index>". About a quarter of the numbers, facts and
-    categories are held out, by a fixed hash, so the split is the same for every seed.
+    Their prompts share no fact, list category or number above 9: about a quarter of the numbers, facts and
+    categories are held out, by a fixed hash. Sources are "builtin:train:<index>" and "builtin:eval:<index>".
     """
     train = [to_record(t, f"builtin:train:{i}") for i, t in enumerate(_generate(n_train, seed, "train"))]
-    held_out = [to_record(t, f"builtin:eval:{i}") for i, t in enumerate(_generate(n_eval, seed, "eval"))]
-    return train, held_out
+    return train, builtin_held_out(n_eval)
+
+
+def builtin_held_out(n: int = BUILTIN_EVAL_PAIRS) -> list[PreferenceRecord]:
+    """The built-in held-out pairs that `train` and `eval --data builtin` both score.
+
+    A fixed function of n, independent of any training seed; the first m < n of them are
+    `builtin_held_out(m)`, so `eval --limit m` scores a prefix of the training run's held-out set.
+    """
+    tasks = _generate(n, HELD_OUT_SEED, "eval")
+    return [to_record(t, f"builtin:eval:{i}") for i, t in enumerate(tasks)]

@@ -13,13 +13,19 @@ PERCENTILES = (50, 90, 99)
 
 
 def inspect_file(
-    path: str | Path, tokenizer: Any = None, *, split: str | None = None, **tokenize_kwargs: Any
+    path: str | Path,
+    tokenizer: Any = None,
+    *,
+    split: str | None = None,
+    config: str | None = None,
+    **tokenize_kwargs: Any,
 ) -> dict[str, Any]:
-    """Load a file and summarise it; token lengths and truncation only when a tokenizer is given.
+    """Load a file, folder or Hub dataset and summarise it; token lengths and truncation only with a tokenizer.
 
-    tokenize_kwargs go to `tokenize_records` (max_length, max_prompt_length, use_chat_template).
+    split and config go to `load_records`; tokenize_kwargs to `tokenize_records` (max_length,
+    max_prompt_length, use_chat_template).
     """
-    return inspect_records(load_records(path, split=split), tokenizer, **tokenize_kwargs)
+    return inspect_records(load_records(path, split=split, config=config), tokenizer, **tokenize_kwargs)
 
 
 def inspect_records(loaded: LoadResult, tokenizer: Any = None, **tokenize_kwargs: Any) -> dict[str, Any]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
-from directalign.data.types import Message, TokenizedRecord
+from directalign.data.builtin import builtin_split
+from directalign.data.formats import load_records
+from directalign.data.types import Message, PreferenceRecord, TokenizedRecord
 from directalign.data.unpaired import records_for_loss
 
 
@@ -18,17 +21,12 @@ class PreparedData:
     eval_prompts: list[list[Message]] = field(default_factory=list)  # held-out prompts, for sampling
 
 
-def _load(path: str, split: str | None = None, config_name: str | None = None):
-    from directalign.data.formats import load_records
-
-    options = {"split": split} if split else {}
-    if config_name:
-        options["config_name"] = config_name
-    result = load_records(path, **options)
+def _load(path: str, split: str | None, config: str | None) -> tuple[list[PreferenceRecord], str, list[str]]:
+    result = load_records(path, split=split, config=config)
     notes = []
     skipped = sum(result.skipped.values())
     if skipped:
-        notes.append(f"{path}: skipped {skipped} of {result.num_rows} rows ({dict(result.skipped)})")
+        notes.append(f"{result.path}: skipped {skipped} of {result.num_rows} rows ({dict(result.skipped)})")
         notes += [f"  {example}" for example in result.skipped_examples]
     return result.records, result.schema, notes
 
@@ -41,31 +39,33 @@ def split_records(records: list, fraction: float, seed: int) -> tuple[list, list
     return [r for i, r in enumerate(records) if i not in held], [records[i] for i in sorted(held)]
 
 
-def prepare_data(cfg, tokenizer) -> PreparedData:
-    from directalign.data.tokenize import tokenize_records
+def training_records(cfg: Any) -> tuple[list[PreferenceRecord], list[PreferenceRecord], str, list[str]]:
+    """Train and held-out records of a config, a description of them and notes (skipped rows).
 
-    notes: list[str] = []
+    Without `data`, the built-in set: `builtin_held_out(builtin_eval_pairs)` is the held-out part, the same
+    pairs `eval --data builtin` scores. Otherwise `data` (a file, folder or Hub id, with `data_split` and
+    `data_config`) and `eval_data` (with `eval_data_split`), or a seeded `eval_split` fraction of `data`.
+    """
     if cfg.data is None:
-        from directalign.data.builtin import builtin_split
-
         train, held = builtin_split(cfg.builtin_train_pairs, cfg.builtin_eval_pairs, seed=cfg.seed)
-        origin, unit = "built-in verifiable preference set", "pairs"
+        origin, unit, notes = "built-in verifiable preference set (", "pairs", []
     else:
         train, schema, notes = _load(cfg.data, cfg.data_split, cfg.data_config)
         if cfg.eval_data:
-            held, _, eval_notes = _load(cfg.eval_data)
+            held, _, eval_notes = _load(cfg.eval_data, cfg.eval_data_split, cfg.data_config)
             notes += eval_notes
         else:
             train, held = split_records(train, cfg.eval_split, cfg.seed)
-        origin, unit = f"{cfg.data} (schema {schema};", "records"
+        origin, unit = f"{cfg.data} (schema {schema}; ", "records"
+    train, held = train[: cfg.max_train_records], held[: cfg.max_eval_records]  # None keeps them all
+    return train, held, f"{origin}{len(train)} train / {len(held)} held-out {unit})", notes
 
-    if cfg.max_train_records:
-        train = train[: cfg.max_train_records]
-    if cfg.max_eval_records:
-        held = held[: cfg.max_eval_records]
-    opening = origin if origin.endswith(";") else origin + " ("
-    description = f"{opening}{' ' if opening.endswith(';') else ''}{len(train)} train / {len(held)} held-out {unit})"
-    train, conversion_notes = records_for_loss(train, getattr(cfg, "loss_type", "sigmoid"))
+
+def prepare_data(cfg, tokenizer) -> PreparedData:
+    from directalign.data.tokenize import tokenize_records
+
+    train, held, description, notes = training_records(cfg)
+    train, conversion_notes = records_for_loss(train, getattr(cfg, "loss_type", "sigmoid"))  # a reward model: pairs
     notes += conversion_notes
 
     def tok(records):

@@ -21,6 +21,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from directalign.data.readers import PROGRESS_DELAY_S
 from directalign.data.types import Message, PreferenceRecord, TokenizedRecord
 from directalign.errors import ConfigError
 
@@ -77,11 +80,15 @@ def tokenize_records(
     encode = _encode_chat if chat else _encode_plain
     stats = TokenizeStats(max_length, max_prompt_length, chat)
     tokenized = []
+    # Shown only when tokenising lasts longer than PROGRESS_DELAY_S (a few thousand records on a CPU).
+    bar = tqdm(total=len(records), desc="tokenising", unit=" records", delay=PROGRESS_DELAY_S, leave=False)
     for start in range(0, len(records), BATCH_SIZE):
         batch = records[start : start + BATCH_SIZE]
         for record, (prompt_ids, response_ids, mismatch) in zip(batch, encode(batch, tokenizer), strict=True):
             stats.prompt_boundary_mismatches += mismatch
             tokenized.append(_truncate(record, prompt_ids, response_ids, stats))
+        bar.update(len(batch))
+    bar.close()
     return TokenizeResult(tokenized, stats)
 
 
