@@ -11,7 +11,8 @@ from directalign import __version__
 from directalign.errors import DirectAlignError
 
 # Each module has register(subparsers) which adds its parser and sets `func` to a callable(args) -> int.
-COMMAND_MODULES = ["train", "eval", "data", "report", "sweep", "reward_model", "onpolicy", "demo", "judge", "synth"]
+COMMAND_MODULES = ["train", "eval", "data", "report", "sweep", "reward_model", "onpolicy", "demo", "judge", "synth",
+                   "annotate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
