@@ -14,11 +14,14 @@ majority). Formats:
   long-table columns (`directalign data agreement FILE`), plus the verdict as given, the side shown first, the
   rationale, the time and gold results.
 
-confidence is the Dawid-Skene posterior probability (quality.aggregation.dawid_skene, over all the project's
-votes, so reliable annotators weigh more) that the chosen response beats the rejected one, renormalised over
-those two outcomes; 1 - confidence is the pair's label-noise rate, the epsilon of conservative DPO (Mitchell
-2023), so a user can set label_smoothing from it or drop pairs under a threshold. For a both-bad KTO row it is
-the posterior of "both_bad".
+confidence is the posterior mean probability that the chosen response is the better one, with each decisive
+vote a Bernoulli draw under a uniform prior (Laplace's rule of succession: (votes_chosen + 1) / (votes_chosen +
+votes_rejected + 2); 3-0 gives 0.8, 2-1 0.6). 1 - confidence is the pair's label-noise rate, the epsilon of
+conservative DPO (Mitchell 2023, "A note on DPO with noisy preferences"), so a user can set label_smoothing from
+it or drop pairs under a threshold. ds_confidence is the same probability from Dawid-Skene
+(quality.aggregation.dawid_skene over all the project's votes, so annotators that agree with the others weigh
+more), renormalised over the two responses; it needs many items per annotator to be better than the vote
+counts. For both-bad and tie KTO rows both columns are of that outcome instead.
 """
 
 from __future__ import annotations
@@ -116,12 +119,17 @@ def _posteriors(pv: ProjectVotes) -> dict[int, dict[str, float]]:
             for item, row in zip(table.items, ds.posteriors, strict=True)}
 
 
-def _confidence(posterior: dict[str, float] | None, chosen: int) -> float:
-    if not posterior:
-        return 0.5
-    p_chosen, p_rejected = posterior.get(str(chosen), 0.0), posterior.get(str(1 - chosen), 0.0)
+def _confidence(votes: Counter, posterior: dict[str, float] | None, chosen: int) -> dict[str, float]:
+    """Laplace's rule on the decisive votes, and the Dawid-Skene posterior renormalised over the two responses."""
+    laplace = (votes[str(chosen)] + 1) / (votes[str(chosen)] + votes[str(1 - chosen)] + 2)
+    p_chosen, p_rejected = (posterior or {}).get(str(chosen), 0.0), (posterior or {}).get(str(1 - chosen), 0.0)
     total = p_chosen + p_rejected
-    return float(p_chosen / total) if total > 1e-12 else 0.5
+    return {"confidence": laplace, "ds_confidence": float(p_chosen / total) if total > 1e-12 else 0.5}
+
+
+def _outcome_confidence(votes: Counter, posterior: dict[str, float] | None, result: str) -> dict[str, float]:
+    n = sum(votes.values())
+    return {"confidence": (votes[result] + 1) / (n + 2), "ds_confidence": (posterior or {}).get(result, 0.5)}
 
 
 def _responses(item: ItemRow) -> list[list]:
@@ -156,7 +164,7 @@ def _dpo_row(item: ItemRow, votes: Counter, result: str | None, posterior) -> li
         "rejected": responses[1 - chosen],
         "outcome": "chosen" if result in ("0", "1") else (result or "no_majority"),
         **_counts(votes, chosen),
-        "confidence": _confidence(posterior, chosen),
+        **_confidence(votes, posterior, chosen),
         "item_id": item.id,
         "source": item.source,
     }]
@@ -169,12 +177,11 @@ def _kto_rows(item: ItemRow, votes: Counter, result: str | None, posterior) -> l
               "source": item.source}
     if result in ("0", "1"):
         winner = int(result)
-        confidence = _confidence(posterior, winner)
+        confidence = _confidence(votes, posterior, winner)
         return [{"prompt": item.prompt, "completion": responses[index], "label": index == winner, **common,
-                 "confidence": confidence} for index in (winner, 1 - winner)]
-    confidence = (posterior or {}).get(result, 0.5)
-    label = result == "tie"
-    return [{"prompt": item.prompt, "completion": response, "label": label, **common, "confidence": confidence}
+                 **confidence} for index in (winner, 1 - winner)]
+    confidence = _outcome_confidence(votes, posterior, result)
+    return [{"prompt": item.prompt, "completion": response, "label": result == "tie", **common, **confidence}
             for response in responses]
 
 
