@@ -1,7 +1,9 @@
 """Open the annotation database (a path: SQLite in WAL mode; or any SQLAlchemy URL), migrate it, audit into it.
 
 SQLite: WAL lets readers run beside the one writer; synchronous=FULL makes each commit survive a power cut,
-not only a crash, which is what "every acknowledged vote is durable" needs; write transactions start with
+not only a crash, which is what "every acknowledged vote is durable" needs. Claims (a new lease) write through
+a second engine with synchronous=NORMAL: in WAL mode that survives a crash of the process, and a power cut can
+only lose leases (which expire anyway), since the next FULL commit syncs them too. Write transactions start with
 BEGIN IMMEDIATE, so two claims never both read the queue and then both write (the second waits, up to
 busy_timeout, instead of failing at commit). Reads (dashboards, exports) use a second engine that starts its
 transactions deferred and so never wait for a writer. PostgreSQL and other servers use one engine; the queue
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from importlib.resources import files
@@ -51,11 +54,17 @@ class Database:
             path = make_url(self.url).database
             if path and not Path(path).parent.is_dir():
                 raise ConfigError(f"--db {db}: folder {Path(path).parent} does not exist")
-            self.writer = _sqlite_engine(self.url, "IMMEDIATE")
-            self.reader = _sqlite_engine(self.url, "DEFERRED")
+            self.writer = _sqlite_engine(self.url, "IMMEDIATE", "FULL")
+            self.lease_writer = _sqlite_engine(self.url, "IMMEDIATE", "NORMAL")
+            self.reader = _sqlite_engine(self.url, "DEFERRED", "FULL")
         else:
-            self.writer = self.reader = create_engine(self.url, pool_pre_ping=True)
+            self.writer = self.lease_writer = self.reader = create_engine(self.url, pool_pre_ping=True)
         self._write = sessionmaker(self.writer, expire_on_commit=False)
+        self._write_lease = sessionmaker(self.lease_writer, expire_on_commit=False)
+        # SQLite's busy handler polls with growing sleeps (up to 100 ms), so threads that wait for the write lock
+        # wake late and in no order; a lock in the process queues them instead (busy_timeout still covers
+        # other processes, such as a CLI export beside the server).
+        self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
         self._read = sessionmaker(self.reader, expire_on_commit=False)
 
     @property
@@ -63,9 +72,13 @@ class Database:
         return self.writer.dialect.name
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Session]:
-        """A transaction that commits on success and rolls back on any error."""
-        with self._write() as session, session.begin():
+    def write(self, durable: bool = True) -> Iterator[Session]:
+        """A transaction that commits on success and rolls back on any error.
+
+        durable=False (SQLite: synchronous=NORMAL) is for writes a power cut may lose, such as leases.
+        """
+        factory = self._write if durable else self._write_lease
+        with self._write_lock, factory() as session, session.begin():
             yield session
 
     @contextlib.contextmanager
@@ -101,8 +114,8 @@ class Database:
             raise ConfigError(f"{self.url}: no annotation database here; run `directalign annotate init` first")
 
     def dispose(self) -> None:
-        self.writer.dispose()
-        self.reader.dispose()
+        for engine in {self.writer, self.lease_writer, self.reader}:
+            engine.dispose()
 
 
 def audit(
@@ -119,7 +132,7 @@ def audit(
                            detail=json.dumps(detail, ensure_ascii=False, default=str), ip=ip))
 
 
-def _sqlite_engine(url: str, begin: str) -> Engine:
+def _sqlite_engine(url: str, begin: str, synchronous: str) -> Engine:
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
@@ -127,7 +140,7 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
         # Let SQLAlchemy's "begin" event start transactions (pysqlite's own implicit BEGIN is deferred).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", f"busy_timeout={BUSY_TIMEOUT_MS}",
+        for pragma in ("journal_mode=WAL", f"synchronous={synchronous}", f"busy_timeout={BUSY_TIMEOUT_MS}",
                        "foreign_keys=ON"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()

@@ -73,7 +73,7 @@ class Submitted:
 
 def claim(db: Database, project: Project, user_id: int, ip: str | None = None) -> Claim:
     """The annotator's next item (see the module docstring), leased for project.lease_seconds."""
-    with db.write() as session:
+    with db.write(durable=False) as session:
         now = db.clock()
         if db.dialect == "postgresql":
             session.execute(select(User.id).where(User.id == user_id).with_for_update())

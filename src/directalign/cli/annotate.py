@@ -48,6 +48,8 @@ def register(subparsers) -> None:
     s.add_argument("--workers", type=int, default=1, help="worker processes (> 1 needs a database server URL)")
     s.add_argument("--ssl-keyfile")
     s.add_argument("--ssl-certfile")
+    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level (info logs every request)")
     s.add_argument("--insecure-cookies", action="store_true",
                    help="cookies without the Secure flag, for plain HTTP on a host that is not localhost")
 
@@ -184,7 +186,7 @@ def run_serve(args) -> int:
     _library()
     print(f"serving {args.db} on http://{args.host}:{args.port} (Ctrl+C stops)", flush=True)
     serve(args.db, args.host, args.port, args.workers, not args.insecure_cookies, args.ssl_keyfile,
-          args.ssl_certfile)
+          args.ssl_certfile, args.log_level)
     return 0
 
 
