@@ -39,7 +39,8 @@ def main() -> int:
             server.terminate()
             server.wait(30)
         audit = audit_votes(Database(db_path), "load", result.acknowledged)
-        print(f"machine: {os.cpu_count()} CPUs; server: 1 uvicorn process, SQLite WAL (votes synchronous=FULL, leases NORMAL)")
+        print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; server: 1 uvicorn process, "
+              "SQLite WAL (votes synchronous=FULL, leases NORMAL)")
         print(f"{args.clients} clients, {args.seconds:.0f} s, {args.items} items x overlap {args.overlap}")
         print(result.summary())
         print(f"audit: {audit.votes} votes in the database, {audit.acknowledged} acknowledged, "

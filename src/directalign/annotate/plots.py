@@ -15,7 +15,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from matplotlib.figure import Figure  # noqa: E402  (after the backend is chosen)
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter  # noqa: E402  (after the backend is chosen)
+from matplotlib.figure import Figure  # noqa: E402
 
 from directalign.annotate.votes import ProjectVotes  # noqa: E402
 
@@ -40,10 +41,14 @@ def votes_over_time(status: dict, pv: ProjectVotes) -> str:
         for name, stamps in sorted(series.items()):
             ax.step(_dates(stamps), range(1, len(stamps) + 1), where="post", label=name, linewidth=1)
         ax.legend(fontsize=7, ncol=2, loc="upper left")
-    target = status["counts"]["target_votes"]
-    ax.set_title(f"Votes over time ({status['counts']['votes']} of {target} on regular items, gold included here)")
+    counts = status["counts"]
+    ax.set_title(f"Votes over time ({counts['votes']} of {counts['target_votes']} regular, "
+                 f"{counts['gold_votes']} gold; UTC)")
     ax.set_ylabel("cumulative votes")
-    fig.autofmt_xdate()
+    locator = AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    fig.tight_layout()
     return _svg(fig, empty=not times)
 
 
