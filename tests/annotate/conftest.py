@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -18,6 +19,8 @@ from directalign.annotate.projects import Pair, ProjectOptions, create_project, 
 from directalign.annotate.web.app import create_app  # noqa: E402
 
 PASSWORD = "correct horse battery"
+# A PostgreSQL database the tests may empty, e.g. postgresql+psycopg://annotate:annotate@127.0.0.1/annotate_test
+POSTGRES_URL = os.environ.get("DIRECTALIGN_TEST_POSTGRES_URL")
 
 
 class Clock:
@@ -77,6 +80,31 @@ def add_users(db: Database, names: list[str], role: str = "annotator") -> dict[s
         auth.add_user(db, name, PASSWORD, role)
     with db.read() as session:
         return dict(session.execute(select(User.username, User.id).where(User.username.in_(names))).all())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request, tmp_path, clock) -> Database:
+    """The database on SQLite, and on PostgreSQL when DIRECTALIGN_TEST_POSTGRES_URL names one (else skipped)."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("db")
+        return
+    if not POSTGRES_URL:
+        pytest.skip("set DIRECTALIGN_TEST_POSTGRES_URL to run the PostgreSQL variant")
+    pytest.importorskip("psycopg", reason="psycopg is not installed")
+    database = Database(POSTGRES_URL, clock=clock)
+    _empty(database)
+    database.migrate()
+    yield database
+    _empty(database)
+    database.dispose()
+
+
+def _empty(database: Database) -> None:
+    from sqlalchemy import text
+
+    with database.writer.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
 
 
 @pytest.fixture

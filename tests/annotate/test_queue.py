@@ -168,8 +168,9 @@ def test_gold_is_mixed_in_at_its_rate_scored_once_and_silent_without_feedback(db
         assert session.get(Assignment, gold_assignment.id).gold_correct == first_score
 
 
-def test_concurrent_claims_never_duplicate_nor_overcollect(db):
+def test_concurrent_claims_never_duplicate_nor_overcollect(any_db):
     """16 threads (8 annotators, 2 threads each, as two browser tabs) race through 40 items at overlap 3."""
+    db = any_db
     project = add_project(db, n=40, overlap=3)
     users = list(add_users(db, [f"u{i}" for i in range(8)]).values())
     acknowledged, errors = [], []

@@ -68,6 +68,11 @@ class Database:
         self._read = sessionmaker(self.reader, expire_on_commit=False)
 
     @property
+    def shown(self) -> str:
+        """The URL for messages and logs, its password masked."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    @property
     def dialect(self) -> str:
         return self.writer.dialect.name
 
@@ -109,9 +114,9 @@ class Database:
         try:
             tables = set(inspect(self.reader).get_table_names())
         except OperationalError as err:
-            raise ConfigError(f"cannot open database {self.url}: {err.orig}") from err
+            raise ConfigError(f"cannot open database {self.shown}: {err.orig}") from err
         if "projects" not in tables:
-            raise ConfigError(f"{self.url}: no annotation database here; run `directalign annotate init` first")
+            raise ConfigError(f"{self.shown}: no annotation database here; run `directalign annotate init` first")
 
     def dispose(self) -> None:
         for engine in {self.writer, self.lease_writer, self.reader}:

@@ -147,7 +147,7 @@ def create_project(
             audit(session, now, "create_project", project_id=project.id, name=name, kind=kind, source=source,
                   items=len(pairs) - n_gold, gold=n_gold, **{k: v for k, v in settings.items() if k != "guidelines"})
     except IntegrityError as err:
-        raise ConfigError(f"project {name!r} already exists in {db.url}") from err
+        raise ConfigError(f"project {name!r} already exists in {db.shown}") from err
     return project.id
 
 
@@ -155,7 +155,7 @@ def get_project(db: Database, name: str) -> Project:
     with db.read() as session:
         project = session.scalar(select(Project).where(Project.name == name))
     if project is None:
-        raise ConfigError(f"no project {name!r} in {db.url} (see `directalign annotate status`)")
+        raise ConfigError(f"no project {name!r} in {db.shown} (see `directalign annotate status`)")
     return project
 
 

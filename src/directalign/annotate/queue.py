@@ -192,7 +192,9 @@ def preferred_response(left: int, verdict: str) -> str:
 
 
 def _own(session: Session, user_id: int, assignment_id: int) -> Assignment:
-    assignment = session.get(Assignment, assignment_id)
+    # FOR UPDATE (PostgreSQL; SQLite has one writer anyway): two tabs posting the same vote are serialised, so
+    # the second sees the first's vote and is answered as a duplicate.
+    assignment = session.get(Assignment, assignment_id, with_for_update=True)
     if assignment is None or assignment.user_id != user_id:
         raise AssignmentNotFound(f"no assignment {assignment_id} of yours")
     return assignment

@@ -125,8 +125,8 @@ def _database(args):
 
 
 def run_init(args) -> int:
-    revision = _database(args).migrate()
-    print(f"database {args.db}: schema at revision {revision}")
+    db = _database(args)
+    print(f"database {db.shown if not db.is_sqlite else args.db}: schema at revision {db.migrate()}")
     return 0
 
 
@@ -183,8 +183,9 @@ def run_judge(args) -> int:
 def run_serve(args) -> int:
     from directalign.annotate.server import serve
 
-    _library()
-    print(f"serving {args.db} on http://{args.host}:{args.port} (Ctrl+C stops)", flush=True)
+    shown = _library()[1].Database(args.db).shown if "://" in args.db else args.db
+    scheme = "https" if args.ssl_certfile else "http"
+    print(f"serving {shown} on {scheme}://{args.host}:{args.port} (Ctrl+C stops)", flush=True)
     serve(args.db, args.host, args.port, args.workers, not args.insecure_cookies, args.ssl_keyfile,
           args.ssl_certfile, args.log_level)
     return 0
