@@ -79,7 +79,10 @@ class Project(Base):
 
 class Item(Base):
     __tablename__ = "items"
-    __table_args__ = (UniqueConstraint("project_id", "position"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "position"),
+        Index("ix_items_queue", "project_id", "n_votes", "position"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
@@ -90,6 +93,9 @@ class Item(Base):
     source: Mapped[str] = mapped_column(Text)  # "file:line" of the row it came from
     # Known answer of a gold item (0 or 1, the better response); None for a regular item.
     gold_answer: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Votes (status done), kept by the queue in the same transaction as each vote and undo, so that finding the
+    # least-annotated items is an index scan instead of a count per item.
+    n_votes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     judge_name: Mapped[str | None] = mapped_column(Text, nullable=True)
     judge_winner: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "0", "1", "tie"
     judge_prob: Mapped[float | None] = mapped_column(Float, nullable=True)  # P(response_0 better)

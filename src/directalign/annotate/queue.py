@@ -19,7 +19,7 @@ import json
 import random
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from directalign.annotate.db import Database, audit
@@ -27,6 +27,7 @@ from directalign.annotate.models import DONE, EXPIRED, LEASED, SKIPPED, VERDICTS
 from directalign.data.types import Message
 
 MAX_RATIONALE = 5000
+CANDIDATE_WINDOW = 64
 _SIDES = random.SystemRandom()
 
 
@@ -117,6 +118,7 @@ def submit(
         if not live and not _has_room(session, db, project, assignment.item_id, user_id, now):
             raise VoteConflict("the lease ran out and the item has all its votes; take the next item")
         item = session.get(Item, assignment.item_id)
+        _count_vote(session, item.id, +1)
         assignment.status, assignment.verdict, assignment.rationale = DONE, verdict, rationale or None
         assignment.preferred = preferred_response(assignment.left, verdict)
         assignment.submitted_at, assignment.seconds = now, now - assignment.leased_at
@@ -161,6 +163,7 @@ def undo(db: Database, project: Project, user_id: int, ip: str | None = None) ->
             other.status = EXPIRED
         audit(session, now, "undo", user_id, project.id, ip, assignment=last.id, verdict=last.verdict,
               rationale=last.rationale)
+        _count_vote(session, last.item_id, -1)
         last.status, last.verdict, last.preferred, last.rationale = LEASED, None, None, None
         last.submitted_at = last.seconds = None
         last.leased_at, last.lease_expires_at = now, now + project.lease_seconds
@@ -274,16 +277,47 @@ def _gold_item(session: Session, project: Project, user_id: int) -> Item | None:
 
 
 def _regular_item(session: Session, db: Database, project: Project, user_id: int, now: float) -> Item | None:
-    taken = _taken(Item.id, now)
+    """The least-voted regular item (then in project order) this annotator has not seen and that has room.
+
+    Candidates come from the (project, n_votes, position) index a window at a time; live leases decide room. On
+    PostgreSQL the chosen row is locked (SKIP LOCKED: a row another claim holds is passed over) and re-checked.
+    """
     query = (
         select(Item)
-        .where(Item.project_id == project.id, Item.gold_answer.is_(None), _unseen(user_id), taken < project.overlap)
-        .order_by(taken, Item.position)
-        .limit(1)
+        .where(Item.project_id == project.id, Item.gold_answer.is_(None), Item.n_votes < project.overlap,
+               _unseen(user_id))
+        .order_by(Item.n_votes, Item.position)
+        .limit(CANDIDATE_WINDOW)
     )
-    if db.dialect == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=Item)
-    return session.scalars(query).first()
+    offset = 0
+    while candidates := session.scalars(query.offset(offset)).all():
+        leases = _live_leases(session, [item.id for item in candidates], now)
+        for item in candidates:
+            if item.n_votes + leases.get(item.id, 0) >= project.overlap:
+                continue
+            if db.dialect != "postgresql":
+                return item
+            # populate_existing: re-read n_votes under the lock, not the identity map's copy from the window.
+            locked = session.scalars(select(Item).where(Item.id == item.id).with_for_update(skip_locked=True)
+                                     .execution_options(populate_existing=True)).first()
+            if locked is not None and locked.n_votes + _live_leases(session, [item.id], now).get(item.id, 0) \
+                    < project.overlap:
+                return locked
+        offset += CANDIDATE_WINDOW
+    return None
+
+
+def _count_vote(session: Session, item_id: int, change: int) -> None:
+    """n_votes += change in SQL, not read-modify-write: two concurrent votes on one item both count."""
+    session.execute(update(Item).where(Item.id == item_id).values(n_votes=Item.n_votes + change))
+
+
+def _live_leases(session: Session, item_ids: list[int], now: float) -> dict[int, int]:
+    return dict(session.execute(
+        select(Assignment.item_id, func.count())
+        .where(Assignment.item_id.in_(item_ids), Assignment.status == LEASED, Assignment.lease_expires_at >= now)
+        .group_by(Assignment.item_id)
+    ).all())
 
 
 def _scored_gold(session: Session, project: Project, user_id: int) -> int:

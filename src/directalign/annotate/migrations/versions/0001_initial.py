@@ -82,6 +82,7 @@ def upgrade() -> None:
         sa.Column("response_1", sa.Text(), nullable=False),
         sa.Column("source", sa.Text(), nullable=False),
         sa.Column("gold_answer", sa.Integer(), nullable=True),
+        sa.Column("n_votes", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("judge_name", sa.Text(), nullable=True),
         sa.Column("judge_winner", sa.String(16), nullable=True),
         sa.Column("judge_prob", sa.Float(), nullable=True),
@@ -89,6 +90,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("project_id", "position"),
     )
     op.create_index("ix_items_project_id", "items", ["project_id"])
+    op.create_index("ix_items_queue", "items", ["project_id", "n_votes", "position"])
     op.create_table(
         "assignments",
         sa.Column("id", sa.Integer(), primary_key=True),
