@@ -48,9 +48,11 @@ def status_text(status: dict) -> str:
                      f"reference {w['reference_wins']}, tie {w['ties']}, both bad {w['both_bad']}")
     if "judge" in status and status["judge"].get("items"):
         j = status["judge"]
+        decisive = (f"{_num(j.get('decisive_agreement'))} on the {j['n_decisive']} items both call decisive"
+                    if j.get("n_decisive") else "no item that both call decisive")
         lines.append(f"judge {j['judge']} vs the humans' majority on {j['items']} items: agreement "
-                     f"{_num(j.get('agreement'))} {_ci(j.get('agreement_interval'))} with ties, "
-                     f"{_num(j.get('decisive_agreement'))} on {j.get('n_decisive')} decisive items; "
-                     f"kappa {_num(j.get('kappa'))} {_ci(j.get('kappa_interval'))}")
+                     f"{_num(j.get('agreement'))} {_ci(j.get('agreement_interval'))} with ties, {decisive} "
+                     f"(without ties); kappa {_num(j.get('kappa'))} {_ci(j.get('kappa_interval'))}; "
+                     f"{j.get('judge_ties', 0)} judge ties, {j.get('position_flips', 0)} position flips")
     lines += [f"warning: {w}" for w in status["warnings"]]
     return "\n".join(lines)
