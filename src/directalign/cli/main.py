@@ -14,7 +14,8 @@ from directalign.errors import DirectAlignError, RunInterrupted
 from directalign.secrets import redact
 
 # Each module has register(subparsers) which adds its parser and sets `func` to a callable(args) -> int.
-COMMAND_MODULES = ["train", "eval", "data", "report", "sweep", "reward_model", "onpolicy", "demo", "judge", "synth"]
+COMMAND_MODULES = ["train", "eval", "data", "report", "sweep", "reward_model", "onpolicy", "demo", "judge", "synth",
+                   "annotate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
