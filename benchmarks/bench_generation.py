@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import torch
@@ -54,6 +55,9 @@ def bench(args, model, tokenizer, k: int) -> dict:
     for rep in range(args.reps):
         for engine in ENGINES if rep % 2 == 0 else ENGINES[::-1]:
             runs[engine].append(measure(generators[engine], prompts, config, seed=1000 * rep))
+            m = runs[engine][-1]
+            print(f"k={k} rep {rep + 1}/{args.reps} {engine}: {m['completions_per_s']:.2f} completions/s, "
+                  f"{m['tokens_per_s']:.1f} tokens/s ({m['wall_s']:.1f} s)", file=sys.stderr, flush=True)  # fmt: skip
     result = {"k": k}
     for engine in ENGINES:
         result[engine] = {key: statistics.median(r[key] for r in runs[engine]) for key in runs[engine][0]}

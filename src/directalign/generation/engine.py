@@ -39,12 +39,11 @@ from directalign.models.logprobs import causal_lm
 
 @dataclass
 class Sample:
-    """One sampled continuation: its tokens (ending with the eos token when one was sampled), the model's
-    log-prob of each, and whether it ended by eos or a stop string (True) or by max_new_tokens (False)."""
+    """One sampled continuation: its tokens (ending with the eos token when one was sampled; cut after the token
+    that completed a stop string) and the model's log-prob of each."""
 
     token_ids: list[int]
     logprobs: list[float]
-    stopped: bool
 
 
 def plan_batches(
@@ -149,7 +148,6 @@ class _BatchDecoder:
         streams = None if seeds is None else [torch.Generator().manual_seed(int(s)) for s in seeds]
         tokens: list[list[int]] = [[] for _ in range(n * k)]
         logps: list[list[float]] = [[] for _ in range(n * k)]
-        stopped = [False] * (n * k)
         for step in range(self.config.max_new_tokens):
             token = self._choose(logits, rows, streams)
             chosen_logp = torch.log_softmax(logits, -1).gather(1, token[:, None]).squeeze(1)
@@ -160,8 +158,6 @@ class _BatchDecoder:
             if stop is not None:
                 sequences = torch.cat([sequences, token[:, None]], dim=1)
                 done |= stop(sequences, None).to(done.device)
-            for row in rows[done.cpu()].tolist():
-                stopped[row] = True
             if step == self.config.max_new_tokens - 1 or bool(done.all()):
                 break
             if bool(done.any()):
@@ -174,7 +170,7 @@ class _BatchDecoder:
             out = self._forward(token[:, None], attention_mask, next_position[:, None], cache)
             logits = out.logits[:, -1].float()
             next_position = next_position + 1
-        flat = [Sample(tokens[r], logps[r], stopped[r]) for r in range(n * k)]
+        flat = [Sample(tokens[r], logps[r]) for r in range(n * k)]
         return [flat[i * k : (i + 1) * k] for i in range(n)]
 
     def _forward(self, input_ids, attention_mask, position_ids, cache):
