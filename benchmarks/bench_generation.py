@@ -6,7 +6,8 @@ Both engines sample the same prompts (the first N built-in task prompts, as the 
 them) from the embedded SmolLM2-135M-Instruct in fp32 at temperature 1.0, k samples per prompt, up to
 max_new_tokens each, through TransformersGenerator (engine "generate": batch_size prompts per call, each repeated
 k times before its prefill; engine "shared-prefix": one prefill per prompt, finished rows leave the batch, batches
-by token budget). Seeds differ between engines, so the completions (and their lengths) are different samples of
+by token budget). Both get config.seed (prompt_seeds would make "generate" run one prompt at a time, its only way to
+seed prompts apart). Seeds differ between engines, so the completions (and their lengths) are different samples of
 the same distribution: tokens/s, which counts the tokens each engine generated, is the fairer rate when lengths
 differ; completions/s is what an on-policy step sees.
 
@@ -22,6 +23,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 
 import torch
 
@@ -35,7 +37,8 @@ ENGINES = ("generate", "shared-prefix")
 
 def measure(generator: TransformersGenerator, prompts, config: GenerationConfig, seed: int) -> dict:
     wall, cpu = time.perf_counter(), time.process_time()
-    out = generator.generate(prompts, config, prompt_seeds=[seed + i for i in range(len(prompts))])
+    # config.seed, not prompt_seeds: with prompt_seeds the generate engine must run one prompt at a time.
+    out = generator.generate(prompts, replace(config, seed=seed))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     tokens = sum(len(c.token_ids) for group in out for c in group)
     completions = sum(len(group) for group in out)

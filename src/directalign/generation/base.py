@@ -27,7 +27,8 @@ class GenerationConfig:
 
     temperature 1.0 samples from the policy's own distribution, which on-policy methods assume; 0 means greedy
     decoding (all num_samples completions of a prompt are then the same). top_k 0 and top_p 1.0 switch those
-    filters off. seed makes the samples reproducible: the same seed and inputs give the same completions.
+    filters off. seed makes the samples reproducible: the same seed and inputs give the same completions (the
+    transformers and vllm backends seed prompt i with derive_seed(seed, i), whatever the batch size).
     stop: strings that end a completion; the returned text stops before the first of them.
     """
 
