@@ -28,7 +28,8 @@ class GenerationConfig:
     temperature 1.0 samples from the policy's own distribution, which on-policy methods assume; 0 means greedy
     decoding (all num_samples completions of a prompt are then the same). top_k 0 and top_p 1.0 switch those
     filters off. seed makes the samples reproducible: the same seed and inputs give the same completions (the
-    transformers and vllm backends seed prompt i with derive_seed(seed, i), whatever the batch size).
+    transformers backend's shared-prefix engine and the vllm backend seed prompt i with derive_seed(seed, i),
+    whatever the batch size; transformers' generate engine seeds the whole call).
     stop: strings that end a completion; the returned text stops before the first of them.
     """
 
@@ -123,8 +124,7 @@ class Generator(Protocol):
 
         prompt_seeds: one seed per prompt; prompt i's samples then depend on the weights, prompt i, prompt_seeds[i]
         and the config alone, not on the other prompts of the call, so that processes sampling disjoint shares of
-        the prompts get the completions one process would. Without it, config.seed seeds prompt i with
-        derive_seed(config.seed, i).
+        the prompts get the completions one process would (up to floating-point differences between batch shapes).
         """
         ...
 
