@@ -29,7 +29,7 @@ from tests.distributed.conftest import accelerate, free_port, launch_env, max_di
 pytestmark = pytest.mark.multiprocess
 
 TOLERANCE = 1e-5
-COMMON = {"max_steps": 3, "logging_steps": 1, "seed": 3, "learning_rate": 5e-3, "save_steps": 0,
+COMMON = {"max_steps": 3, "logging_steps": 1, "seed": 3, "learning_rate": 1e-3, "save_steps": 0,
           "eval_before_training": False, "kl_prompts": 0}
 ONPOLICY = {"builtin_train_prompts": 8, "builtin_eval_prompts": 2, "num_generations": 3, "max_new_tokens": 6}
 
@@ -139,7 +139,9 @@ def test_a_launcher_that_starts_fewer_processes_than_asked_fails_loudly(tiny_mod
 
 
 def test_a_killed_two_process_run_resumes_bit_identical(tiny_model_dir, tmp_path):
-    values = {**keys(tiny_model_dir, tmp_path / "full", "dpo-shared", 2), "max_steps": 5, "save_steps": 1}
+    # Long enough (tiny steps take a fraction of a second) that the kill lands mid-run.
+    values = {**keys(tiny_model_dir, tmp_path / "full", "dpo-shared", 2), "max_steps": 30, "save_steps": 1,
+              "builtin_train_pairs": 64}
     run(torchrun(), ["train", *as_args(values)])
     killed = tmp_path / "killed"
     values["output_dir"] = str(killed)
@@ -157,7 +159,7 @@ def test_a_killed_two_process_run_resumes_bit_identical(tiny_model_dir, tmp_path
     assert "resuming from" in resumed.stdout and "taking over the lock" in resumed.stdout
     assert max_difference(tmp_path / "full", killed) == 0.0
     steps = [e["step"] for e in read_metrics(killed / "metrics.jsonl") if e["split"] == "train"]
-    assert steps == [1, 2, 3, 4, 5]
+    assert steps == list(range(1, 31))
 
 
 def test_fsdp2_on_gloo_gives_the_weights_of_data_parallel(accelerate_run, tiny_model_dir, tmp_path):

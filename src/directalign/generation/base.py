@@ -9,7 +9,8 @@ GRPO) call it once per step on the current policy, so the three backends answer 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 from directalign.data.types import Message
@@ -26,7 +27,9 @@ class GenerationConfig:
 
     temperature 1.0 samples from the policy's own distribution, which on-policy methods assume; 0 means greedy
     decoding (all num_samples completions of a prompt are then the same). top_k 0 and top_p 1.0 switch those
-    filters off. seed makes the samples reproducible: the same seed and inputs give the same completions.
+    filters off. seed makes the samples reproducible: the same seed and inputs give the same completions (the
+    transformers backend's shared-prefix engine and the vllm backend seed prompt i with derive_seed(seed, i),
+    whatever the batch size; transformers' generate engine seeds the whole call).
     stop: strings that end a completion; the returned text stops before the first of them.
     """
 
@@ -70,30 +73,67 @@ class Completion:
     token_ids: the generated tokens, ending with the end-of-sequence token when the model produced one (so
       prompt_ids + token_ids is the sequence the model produced); None where the backend does not return them.
     finish_reason: "stop" (end-of-sequence token or stop string) or "length" (max_new_tokens reached).
+    logprobs: the policy's log-prob of each of token_ids (log_softmax of its raw logits, before temperature and
+      filters: what the training forward computes), or None where the backend does not return them. Not part of
+      equality: two completions with the same tokens are the same completion, whatever rounding their log-probs
+      carry.
     """
 
     text: str
     token_ids: list[int] | None
     finish_reason: FinishReason
+    logprobs: list[float] | None = field(default=None, compare=False)
 
 
 def repeat_greedy(completion: Completion, n: int) -> list[Completion]:
     """n independent copies of a greedy completion (every sample of a greedy decode is the same)."""
-    ids = completion.token_ids
-    return [Completion(completion.text, None if ids is None else list(ids), completion.finish_reason) for _ in range(n)]
+    ids, logprobs = completion.token_ids, completion.logprobs
+    return [
+        Completion(completion.text, None if ids is None else list(ids), completion.finish_reason,
+                   None if logprobs is None else list(logprobs))
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+def derive_seed(seed: int, index: int) -> int:
+    """The seed of prompt `index` in a call seeded with `seed`: a hash of both, so that nearby seeds and indices
+    (seed + 1's prompt 0, seed's prompt 1) do not share a random stream. 62 bits, so that a backend may add the
+    sample index (vLLM seeds sample j with seed + j) and stay within int64."""
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**62 - 1)
+
+
+def check_prompt_seeds(prompt_seeds: list[int] | None, num_prompts: int) -> None:
+    """Raise ConfigError unless prompt_seeds is None or one integer per prompt."""
+    if prompt_seeds is None:
+        return
+    integers = all(isinstance(s, int) and not isinstance(s, bool) for s in prompt_seeds)
+    if len(prompt_seeds) != num_prompts or not integers:
+        raise ConfigError(f"prompt_seeds must be one integer per prompt ({num_prompts}), got {prompt_seeds!r:.120}")
 
 
 @runtime_checkable
 class Generator(Protocol):
-    def generate(self, prompts: list[list[Message]], config: GenerationConfig | None = None) -> list[list[Completion]]:
-        """Return config.num_samples completions for each prompt, in prompt order."""
+    def generate(
+        self,
+        prompts: list[list[Message]],
+        config: GenerationConfig | None = None,
+        prompt_seeds: list[int] | None = None,
+    ) -> list[list[Completion]]:
+        """Return config.num_samples completions for each prompt, in prompt order.
+
+        prompt_seeds: one seed per prompt; prompt i's samples then depend on the weights, prompt i, prompt_seeds[i]
+        and the config alone, not on the other prompts of the call, so that processes sampling disjoint shares of
+        the prompts get the completions one process would (up to floating-point differences between batch shapes).
+        """
         ...
 
 
 def make_generator(backend: str = "transformers", **kwargs) -> Generator:
     """Build a generator by backend name; kwargs go to its constructor.
 
-    transformers: model, tokenizer, batch_size. vllm: model (name, path or vllm.LLM), **vllm.LLM kwargs.
+    transformers: model, tokenizer, batch_size, token_budget, engine. vllm: model (name, path or vllm.LLM),
+    **vllm.LLM kwargs.
     openai: model, base_url, api_key, timeout, max_retries, concurrency.
     """
     if backend == "transformers":
