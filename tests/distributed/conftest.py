@@ -48,6 +48,24 @@ def run(launcher: list[str], args: list[str], timeout: int = 600, check: bool = 
     return result
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun starts its ranks in sessions of their own, so a process-group kill
+    of the launcher would leave them running)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def weights(folder: Path) -> dict[str, torch.Tensor]:
     for name in ("adapter/adapter_model.safetensors", "reward_model/adapter_model.safetensors",
                  "model/model.safetensors"):

@@ -9,6 +9,7 @@ The 1-process references run in this process through the library; the multi-proc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,7 +25,15 @@ from directalign.training.dpo import train
 from directalign.training.grpo import grpo
 from directalign.training.online import online_dpo
 from tests.conftest import PROJECT_ROOT
-from tests.distributed.conftest import accelerate, free_port, launch_env, max_difference, run, torchrun
+from tests.distributed.conftest import (
+    accelerate,
+    descendants,
+    free_port,
+    launch_env,
+    max_difference,
+    run,
+    torchrun,
+)
 
 pytestmark = pytest.mark.multiprocess
 
@@ -152,7 +161,9 @@ def test_a_killed_two_process_run_resumes_bit_identical(tiny_model_dir, tmp_path
     while not (killed / "checkpoint-2" / "manifest.json").is_file():
         assert process.poll() is None and time.time() < deadline, "the run ended before its second checkpoint"
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # the launcher and both ranks, mid-run
+    for pid in [process.pid, *descendants(process.pid)]:  # the launcher and both ranks, mid-run
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     process.wait()
     assert not (killed / "finished.json").exists()
     resumed = run(torchrun(), ["train", *as_args(values)])

@@ -36,8 +36,12 @@ FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 def enable_fsdp_on_cpu(accelerator) -> None:
     """Turn on accelerate's FSDP plugin (configured by `accelerate launch --config_file` through the FSDP_* env)
     for a CPU process group, which accelerate itself leaves as plain data parallel."""
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and not torch.cuda.is_available():
-        raise ConfigError("DeepSpeed ZeRO needs CUDA devices; on a CPU use the ddp or fsdp2 accelerate config")
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        raise ConfigError(
+            "DeepSpeed is not supported yet: ZeRO partitions the optimizer state, and saving it whole needs "
+            "DeepSpeed's checkpoint format, a pickle, which directalign never loads from a run folder; shard with "
+            "FSDP2 instead (examples/accelerate/fsdp2.yaml)"
+        )
     wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     state = accelerator.state
     if wanted and accelerator.distributed_type == DistributedType.MULTI_CPU:

@@ -1,0 +1,33 @@
+"""The accelerate config files in examples/accelerate parse as accelerate reads them, and say what they claim."""
+
+import pytest
+from accelerate.commands.config.config_args import load_config_from_file
+from accelerate.utils import DistributedType
+
+from directalign.engine.sharding import enable_fsdp_on_cpu
+from directalign.errors import ConfigError
+from tests.conftest import PROJECT_ROOT
+
+EXAMPLES = PROJECT_ROOT / "examples" / "accelerate"
+
+
+@pytest.mark.parametrize(
+    "name, kind, processes",
+    [("ddp", DistributedType.MULTI_GPU, 2), ("fsdp2", DistributedType.FSDP, 2), ("zero2", DistributedType.DEEPSPEED, 2),
+     ("zero3", DistributedType.DEEPSPEED, 2), ("multi-node", DistributedType.MULTI_GPU, 16)],
+)
+def test_each_example_parses_as_accelerate_reads_it(name, kind, processes):
+    config = load_config_from_file(str(EXAMPLES / f"{name}.yaml"))
+    assert config.distributed_type == kind and config.num_processes == processes
+    if name == "fsdp2":
+        assert config.fsdp_config["fsdp_version"] == 2
+    if name.startswith("zero"):
+        assert config.deepspeed_config["zero_stage"] == int(name[-1])
+    if name == "multi-node":
+        assert config.num_machines == 2 and config.main_process_ip
+
+
+def test_deepspeed_is_refused_with_the_reason(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(ConfigError, match="DeepSpeed is not supported yet: .* a pickle"):
+        enable_fsdp_on_cpu(accelerator=None)
