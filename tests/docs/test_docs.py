@@ -5,7 +5,9 @@
 - the README's two commands are the ones .ci/run runs, byte for byte;
 - every `directalign ...` command shown in the pages named below parses with the current CLI, and for the
   commands that take config keys, its keys load into a valid config (unknown keys, keys of another command,
-  values out of range and loss keys the loss does not read all fail here);
+  values out of range and loss keys the loss does not read all fail here), and a command shown ending in an
+  error still fails with that very message;
+- every `from directalign... import ...` line of the Python shown still imports;
 - the README's file tree names only paths that exist, and names every package of src/directalign.
 """
 
@@ -223,6 +225,30 @@ def test_every_shown_command_parses(page, command, error):
         if error is None:
             pytest.fail(f"{page}: `{command}` no longer parses: {err}")
         assert str(err) == error, f"{page}: `{command}` now fails with another message"
+
+
+# Python shown in the docs.
+
+
+def shown_imports() -> list[tuple[str, str]]:
+    """Every `from directalign... import ...` line of the Python blocks (and python -c commands) of the pages."""
+    found = []
+    for page in COMMAND_PAGES:
+        if page.is_file():
+            for line in re.findall(r"^\s*(from directalign[\w.]* import [\w, ]+)\s*$", page.read_text(), re.M):
+                found.append((str(page.relative_to(ROOT)), line.strip()))
+    return found
+
+
+@pytest.mark.parametrize(("page", "line"), shown_imports(), ids=lambda v: v[:80])
+def test_every_shown_import_still_resolves(page, line):
+    exec(line, {})  # noqa: S102 (a line of our own docs, importing our own package)
+
+
+def test_the_import_extractor_finds_the_snippets():
+    lines = [line for _, line in shown_imports()]
+    assert "from directalign.losses import dpo_loss, simpo_loss" in lines
+    assert any(line.startswith("from directalign.reward_models.stacked import") for line in lines)
 
 
 # The README's file tree.
