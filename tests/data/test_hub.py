@@ -98,7 +98,7 @@ def test_saved_dataset_dict_split_default_and_choice(tmp_path):
     default = load_records(folder)
     assert (default.num_rows, default.path, default.records[1].source) == (2, f"{folder}[train]", f"{folder}[train]:2")
     assert load_records(folder, split="test").num_rows == 1
-    with pytest.raises(DataError, match=r"no split 'dev'; it has test, train \(choose one with split\)$"):
+    with pytest.raises(DataError, match=r"no split 'dev'; it has test, train \(choose one with --data-split .*\)$"):
         load_records(folder, split="dev")
 
 
@@ -123,7 +123,7 @@ def test_folder_in_hub_layout_reads_the_files_datasets_assigns_to_the_split(tmp_
     assert result.path == f"{folder}/data/test_prefs.jsonl" and result.records[0].source == f"{result.path}:1"
     small = load_records(folder, config="small")
     assert (small.path, small.records[0].prompt) == (f"{folder}/small/train.jsonl", [user("q")])
-    with pytest.raises(DataError, match=r"no split 'dev'; it has train_prefs, test_prefs \(choose one with split\)$"):
+    with pytest.raises(DataError, match=r"no split 'dev'; it has train_prefs, test_prefs \(choose one with --data-split .*\)$"):
         load_records(folder, split="dev")
     with pytest.raises(DataError, match=r"cannot tell which files are its data \(ValueError: BuilderConfig 'big'"):
         load_records(folder, config="big")

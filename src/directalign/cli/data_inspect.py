@@ -33,9 +33,9 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    loaded = load_records(args.file, split=args.split)  # before the tokenizer (and torch): a bad file fails fast
     from directalign.models.loading import load_tokenizer
 
-    loaded = load_records(args.file, split=args.split)  # before the tokenizer: a bad file fails fast
     summary = inspect_records(
         loaded,
         load_tokenizer(args.model),

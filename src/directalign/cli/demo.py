@@ -22,7 +22,9 @@ def register(subparsers) -> None:
         "demo",
         "iterative-dpo",
         help="iterative DPO on the embedded model with verifiable rewards; prints held-out reward per round",
-        description=f"{__doc__.splitlines()[2]} Settings: {DEMO_CONFIG}; override any key with --key value.",
+        description="Iterative DPO on the built-in verifiable tasks, scored by their verifiers; prints the held-out "
+        f"reward and the KL to the starting model per round. Settings: {DEMO_CONFIG}; override any key with "
+        "--key value (every iterative-dpo key, listed below).",
     )
     p.set_defaults(func=run)
 

@@ -23,7 +23,7 @@ SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constan
 class ModelKeys:
     model: str = key(DEFAULT_MODEL, "embedded name (smollm2-135m-instruct), a local folder or a hub id")
     attn_implementation: str = key(
-        "sdpa", "attention kernel: sdpa, eager, flash_attention_2 or flex_attention (the last two: layout padded)"
+        "sdpa", "attention kernel: sdpa, eager, flex_attention (CUDA) or flash_attention_2 (layout padded only)"
     )
     bf16: bool = key(False, "bf16 autocast, fp32 trainable weights; slow on CPUs without native bf16")
     gradient_checkpointing: bool = key(False, "recompute activations in the backward pass: less memory, slower")

@@ -105,17 +105,20 @@ def _load_dataset(name: str, split: str | None, config: str | None, source: str)
         raise DataError(f"{source}: no such file or folder, nor a dataset on the Hub ({_describe(err)})") from err
     except ValueError as err:
         if split and "Unknown split" in str(err):
-            raise DataError(f"{source}: no split {split!r} ({_describe(err)}); choose one with split") from err
+            raise DataError(f"{source}: no split {split!r} ({_describe(err)}); {_CHOOSE}") from err
         raise DataError(f"{source}: datasets.load_dataset cannot read it ({_describe(err)})") from err
     except Exception as err:  # see _load_from_disk
         raise DataError(f"{source}: datasets.load_dataset cannot read it ({_describe(err)})") from err
+
+
+_CHOOSE = "choose one with --data-split (--eval-data-split for eval_data; data inspect: --split)"
 
 
 def _pick(splits: list[str], split: str | None, source: str) -> str:
     """The split asked for, else "train"; a DataError listing the splits when that one is not there."""
     name = split or DEFAULT_SPLIT
     if name not in splits:
-        hint = "choose one with split" if split else f"there is no {DEFAULT_SPLIT!r} split; choose one with split"
+        hint = _CHOOSE if split else f"there is no {DEFAULT_SPLIT!r} split; {_CHOOSE}"
         raise DataError(f"{source}: no split {name!r}; it has {', '.join(splits) or 'none'} ({hint})")
     return name
 

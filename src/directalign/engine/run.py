@@ -77,6 +77,7 @@ def open_run(cfg) -> Iterator[Run]:
         try:
             outcome = (folder.open(cfg), "")
         except ConfigError as err:
+            folder.release()  # a refused run leaves the folder to the next one, unlocked
             outcome = ("error", str(err))
     outcome = dist.broadcast(outcome)  # every process fails alike, instead of waiting for the main one
     if outcome[0] == "error":
