@@ -8,6 +8,10 @@ import os
 import sys
 import warnings
 
+# Before torch (and its OpenMP runtime) loads: waiting threads sleep instead of spinning, so a busy machine does not
+# slow training several-fold (GNU OpenMP spins by default). A value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from directalign import __version__
 from directalign.cli.common import KeysHelpParser
 from directalign.errors import DirectAlignError, RunInterrupted
