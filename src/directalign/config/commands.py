@@ -22,6 +22,7 @@ from directalign.config.groups import (
     GRPOKeys,
     HealthKeys,
     HeldoutKLKeys,
+    HubKeys,
     IterativeKeys,
     KTOKeys,
     LoraKeys,
@@ -36,6 +37,7 @@ from directalign.config.groups import (
     SampleGenerationKeys,
     SamplingKeys,
     SaveKeys,
+    TrackerKeys,
 )
 from directalign.config.keys import check_ranges, default_of
 from directalign.errors import ConfigError
@@ -125,6 +127,8 @@ class TrainConfig(
     HeldoutKLKeys,
     SampleGenerationKeys,
     SaveKeys,
+    TrackerKeys,
+    HubKeys,
     RunKeys,
 ):
     """`directalign train`: the DPO family and KTO on preference data."""
@@ -178,6 +182,8 @@ class OnlineDPOConfig(
     EarlyStoppingKeys,
     HeldoutKLKeys,
     SaveKeys,
+    TrackerKeys,
+    HubKeys,
     RunKeys,
 ):
     """`directalign online-dpo`: per_device_train_batch_size is prompts per step."""
@@ -207,6 +213,8 @@ class IterativeDPOConfig(
     HealthKeys,
     EarlyStoppingKeys,
     HeldoutKLKeys,
+    TrackerKeys,
+    HubKeys,
     RunKeys,
 ):
     """`directalign iterative-dpo`: per_device_train_batch_size is pairs per step; each round trains
@@ -237,6 +245,8 @@ class GRPOConfig(
     EarlyStoppingKeys,
     HeldoutKLKeys,
     SaveKeys,
+    TrackerKeys,
+    HubKeys,
     RunKeys,
 ):
     """`directalign grpo`: per_device_train_batch_size is prompts per step, each with num_generations samples."""
@@ -258,6 +268,8 @@ class RewardModelConfig(
     PreferenceDataKeys,
     OptimKeys,
     EarlyStoppingKeys,
+    TrackerKeys,
+    HubKeys,
     RunKeys,
 ):
     """`directalign reward-model train`: a Bradley-Terry reward model (a one-output score head)."""

@@ -159,7 +159,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                 cfg, base_model=base_model_id(cfg.model), adapter=cfg.use_peft, data=data.description,
                 steps=final_step, eval_before=eval_before, eval_after=eval_after, warnings=guard.warnings,
             )
-            run.folder.finish(final_step, save_policy(cfg, policy.model, tokenizer, run.out, card, state))
+            run.finish(final_step, save_policy(cfg, policy.model, tokenizer, run.out, card, state))
         run.dist.barrier()
         return TrainResult(run.out, final_step, eval_before, eval_after, loop.last, guard.stop_message)
 
