@@ -74,6 +74,45 @@ class Run:
                 self.log(line)
 
 
+class RunOutputs:
+    """What every trainer's result offers beside its fields (output_dir, steps, eval_before, eval_after): the
+    paths of its outputs and its metrics."""
+
+    output_dir: Path
+    eval_after: dict | None
+
+    @property
+    def metrics(self) -> dict:
+        """The final held-out metrics (empty without held-out data)."""
+        return dict(self.eval_after or {})
+
+    @property
+    def metrics_file(self) -> Path:
+        return Path(self.output_dir) / METRICS_FILE
+
+    @property
+    def events(self) -> list[dict]:
+        """Every event of metrics.jsonl (train logs, evals, health warnings), in order."""
+        from directalign.engine.metrics import read_metrics
+
+        return read_metrics(self.metrics_file)
+
+    @property
+    def outputs(self) -> dict[str, Path]:
+        """The saved folders that exist: adapter, model, merged, reward_model (each with its README.md card)."""
+        names = ("adapter", "model", "merged", "reward_model")
+        return {n: Path(self.output_dir) / n for n in names if (Path(self.output_dir) / n).is_dir()}
+
+    @property
+    def adapter_dir(self) -> Path | None:
+        return self.outputs.get("adapter")
+
+    @property
+    def model_card(self) -> Path | None:
+        folders = list(self.outputs.values())
+        return folders[0] / "README.md" if folders else None
+
+
 def precision(cfg) -> str:
     """'fp32', 'bf16 autocast', '4-bit base weights, bf16 autocast': the weights' and the compute's precision."""
     if getattr(cfg, "load_in_4bit", False) or getattr(cfg, "load_in_8bit", False):

@@ -21,7 +21,7 @@ from directalign.engine.guard import RunGuard
 from directalign.engine.loop import StepLoop
 from directalign.engine.model_card import model_card
 from directalign.engine.optim import StepOptimizer
-from directalign.engine.run import open_run, steps_plan
+from directalign.engine.run import RunOutputs, open_run, steps_plan
 from directalign.engine.save import base_model_id
 from directalign.engine.sharding import full_model_state
 from directalign.errors import DataError
@@ -38,7 +38,7 @@ from directalign.reward_models.scoring import METADATA_FILE, MODEL_FOLDER
 
 
 @dataclass
-class RewardTrainResult:
+class RewardTrainResult(RunOutputs):
     output_dir: Path
     model_dir: Path
     steps: int
