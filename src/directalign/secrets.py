@@ -9,7 +9,8 @@ http://localhost:8000/v1 (vLLM's `serve`) with the placeholder key "EMPTY" that 
 the value of key-like query parameters (?api_key=..., &token=...), bearer tokens, sk-... keys and hf_... tokens,
 the values of OPENAI_API_KEY and HF_TOKEN, and every key that passed through `api_key` or `remember_secret` in
 this process (keys of 8 characters or more: a shorter literal would also mask ordinary words). Call it on every
-message and every value written to a file that may hold a URL or a key (judge names, error messages, configs, metrics), not on model text.
+message and every value written to a file that may hold a URL or a key (judge names, error messages, configs,
+metrics), not on model text.
 """
 
 from __future__ import annotations
