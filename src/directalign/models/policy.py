@@ -9,10 +9,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from peft import LoraConfig, get_peft_model
 
 from directalign.errors import ConfigError
+from directalign.models.attention import attention_implementation
 from directalign.models.loading import disable_dropout, load_kwargs, load_model
 from directalign.models.precision import store_frozen_linears_in
 
@@ -52,9 +55,18 @@ def add_adapter(cfg, model: torch.nn.Module, task_type: str = "CAUSAL_LM", modul
 
 
 def enable_checkpointing(cfg, model: torch.nn.Module) -> None:
-    """Recompute each decoder layer's activations in the backward pass (non-reentrant: works with LoRA)."""
+    """Recompute each decoder layer's activations in the backward pass (non-reentrant: works with LoRA). The
+    recomputation runs after the forward pass has returned, so it is given the attention implementation that
+    layer ran with (ResponseLogProbs switches to segment attention for the shared and packed layouts)."""
     if getattr(cfg, "gradient_checkpointing", False):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        config = model.config
+
+        def same_attention():
+            return contextlib.nullcontext(), attention_implementation(config, config._attn_implementation)
+
+        model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False, "context_fn": same_attention}
+        )
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
 
