@@ -29,6 +29,10 @@ def _hyperparameters(cfg) -> list[tuple[str, object]]:
     return rows
 
 
+def _is_hub_id(name: str) -> bool:
+    return looks_like_hub_id(name) and not Path(name).exists()
+
+
 def hub_datasets(cfg) -> list[str]:
     """The Hub dataset ids among the run's data (for the card's `datasets:`), not local files or folders."""
     names = [getattr(cfg, name, None) for name in ("data", "eval_data", "prompts", "eval_prompts")]
@@ -62,11 +66,12 @@ def model_card(
 ) -> str:
     method = getattr(cfg, "loss_type", None) or cfg.command
     front = {
-        "base_model": base_model,
+        "base_model": base_model if _is_hub_id(base_model) else None,  # the Hub refuses a local path here
         "library_name": "peft" if adapter else "transformers",
         "tags": ["directalign", cfg.command, method] + (["lora"] if adapter else []),
         "pipeline_tag": "text-generation",
     }
+    front = {k: v for k, v in front.items() if v is not None}
     datasets = [dataset_id] if dataset_id else hub_datasets(cfg)
     if datasets:
         front["datasets"] = datasets
