@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from directalign.data.types import Message
 from directalign.errors import ConfigError
 from directalign.judges.base import PairwiseJudge, Verdict, check_pairs
+from directalign.progress import bar
 
 _POINT_PROBABILITY = {"A": 1.0, "B": 0.0, "tie": 0.5}
 RULES = ("flip-tie", "mean-probability")
@@ -66,10 +67,18 @@ def judge_pairs(
     check_pairs(prompts, responses_a, responses_b)
     if rule not in RULES:
         raise ConfigError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
-    forward = judge.judge(prompts, responses_a, responses_b)
-    if not swap or judge.order_invariant:
+    both = swap and not judge.order_invariant
+    chunk = max(int(getattr(judge, "batch_size", 0) or 0), 16)
+    forward, swapped = [], []
+    with bar(total=len(prompts) * (2 if both else 1), desc=f"judging with {judge.name}", unit="verdict") as shown:
+        for start in range(0, len(prompts), chunk):  # verdicts are per pair: chunks only pace the bar
+            part = slice(start, start + chunk)
+            forward += judge.judge(prompts[part], responses_a[part], responses_b[part])
+            if both:
+                swapped += judge.judge(prompts[part], responses_b[part], responses_a[part])
+            shown.update(len(prompts[part]) * (2 if both else 1))
+    if not both:
         return [resolve(verdict, rule=rule) for verdict in forward]
-    swapped = judge.judge(prompts, responses_b, responses_a)
     return [resolve(f, mirror(s), rule) for f, s in zip(forward, swapped, strict=True)]
 
 
