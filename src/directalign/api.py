@@ -45,9 +45,9 @@ def make_config(config_class: type, config: Any = None, keys: dict | None = None
     """A validated config of `config_class` from a config object, a YAML path or a dict, then `keys` over it."""
     keys = materialise(keys or {})
     if config is None or isinstance(config, str | os.PathLike):
-        return load_config(config_class, config, keys)
+        return load_config(config_class, config, keys, origin="keyword arguments")
     if isinstance(config, dict):
-        return load_config(config_class, None, {**materialise(config), **keys})
+        return load_config(config_class, None, {**materialise(config), **keys}, origin="keyword arguments")
     if not isinstance(config, config_class):
         raise ConfigError(f"expected a {config_class.__name__}, a YAML path or a dict; got {type(config).__name__}")
     config = copy.deepcopy(config)

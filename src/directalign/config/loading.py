@@ -90,7 +90,8 @@ def read_yaml(path: str | Path) -> dict:
     return values
 
 
-def load_config(command: str | type, path: str | Path | None = None, overrides: dict | None = None):
+def load_config(command: str | type, path: str | Path | None = None, overrides: dict | None = None,
+                origin: str = "command line"):
     """A validated config of `command` (a name such as "train" or a config class): its defaults, then the YAML
     file (a TRL or alignment-handbook config is translated, config/trl.py), then the overrides (command-line or
     keyword values)."""
@@ -104,7 +105,7 @@ def load_config(command: str | type, path: str | Path | None = None, overrides: 
                 print(f"note: {line}", file=sys.stderr)
             values = translated
         apply_values(config, values, str(path))
-    apply_values(config, overrides or {}, "command line")
+    apply_values(config, overrides or {}, origin)
     return config.validate()
 
 
