@@ -279,19 +279,25 @@ def looks_like_trl(values: dict, fields: set[str]) -> bool:
 
 
 def default_differences(values: dict, config) -> str | None:
-    """The keys a TRL file leaves out whose directalign default differs from TRL's, in one line."""
-    table = trl_defaults()
+    """The keys a TRL file leaves out whose directalign default differs from TRL's (the command's TRL config and
+    ModelConfig), in one line."""
+    table = json.loads((files("directalign.config") / "trl_1_16.json").read_text())
+    trl = {**table["ModelConfig"], **table["GRPOConfig" if config.command == "grpo" else "DPOConfig"]}
     shown = []
     for name in ("learning_rate", "per_device_train_batch_size", "num_train_epochs", "logging_steps",
-                 "save_steps", "use_peft", "lora_dropout", "warmup_ratio", "eval_before_training",
-                 "gradient_checkpointing", "max_new_tokens", "num_generations", "beta"):
+                 "save_steps", "use_peft", "lora_dropout", "eval_before_training", "gradient_checkpointing",
+                 "max_new_tokens", "num_generations", "beta"):
         trl_name = {"eval_before_training": "eval_on_start", "max_new_tokens": "max_completion_length"}.get(name,
                                                                                                               name)
-        if name not in config.__dataclass_fields__ or trl_name in values or name in values or trl_name not in table:
+        if name not in config.__dataclass_fields__ or trl_name in values or name in values or trl_name not in trl:
             continue
-        trl_value = table[trl_name][0]
-        ours = default_of(config.__dataclass_fields__[name])
+        if config.command == "grpo" and name == "per_device_train_batch_size":
+            continue  # TRL counts completions, directalign prompts: not comparable
+        trl_value, ours = trl[trl_name][0], default_of(config.__dataclass_fields__[name])
         if trl_value is not None and trl_value != ours:
             shown.append(f"{name} {ours} (TRL {trl_value})")
-    return "keys not in the file take directalign's defaults, which differ from TRL's: " + ", ".join(shown) \
-        if shown else None
+    if not {"warmup_steps", "warmup_ratio"} & set(values):
+        shown.append(f"warmup_ratio {default_of(config.__dataclass_fields__['warmup_ratio'])} (TRL: no warmup)")
+    if not shown:
+        return None
+    return "keys not in the file take directalign's defaults, which differ from TRL's: " + ", ".join(shown)
