@@ -115,3 +115,33 @@ def _wandb_records(raw: bytes):
             record = wandb_internal_pb2.Record()
             record.ParseFromString(pending)
             yield record
+
+
+TRACKIO_READBACK = """
+import json, sys
+from trackio.sqlite_storage import SQLiteStorage
+(run,) = SQLiteStorage.get_runs(sys.argv[1])
+logs = SQLiteStorage.get_logs(sys.argv[1], run)
+print(json.dumps({str(row["step"]): row["train/loss"] for row in logs if "train/loss" in row}))
+"""
+
+
+def test_trackio_stores_the_metrics_locally(tiny_model_dir, tmp_path, monkeypatch):
+    pytest.importorskip("trackio", reason="trackio is not installed (pip install trackio)")
+    import subprocess
+    import sys
+
+    # trackio reads TRACKIO_DIR when it is imported, so training and reading back run in fresh processes.
+    env = {"TRACKIO_DIR": str(tmp_path / "trackio"), "HF_HUB_OFFLINE": "1"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "directalign", "train", "--model", str(tiny_model_dir), "--output-dir",
+                    str(out), "--max-steps", "3", "--logging-steps", "1", "--builtin-train-pairs", "8",
+                    "--builtin-eval-pairs", "4", "--per-device-train-batch-size", "2", "--learning-rate", "1e-2",
+                    "--kl-prompts", "0", "--report-to", "trackio", "--run-name", "tiny-dpo"],
+                   check=True, capture_output=True, text=True, timeout=600)
+    read = subprocess.run([sys.executable, "-c", TRACKIO_READBACK, "tiny-dpo"], check=True, capture_output=True,
+                          text=True, timeout=120)
+    stored = {int(step): loss for step, loss in json.loads(read.stdout.strip().splitlines()[-1]).items()}
+    assert stored == pytest.approx(_train_losses(read_metrics(out / "metrics.jsonl")), rel=1e-6)
