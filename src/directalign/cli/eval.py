@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from directalign.cli.common import COUNT, NONNEGATIVE_INT, number
 from directalign.data.builtin import BUILTIN_EVAL_PAIRS, builtin_held_out
 
 BUILTIN = "builtin"
@@ -26,15 +27,15 @@ def register(subparsers) -> None:
                    "(the built-in held-out pairs that train scores)")
     p.add_argument("--data-split", help="split of a DatasetDict folder or Hub dataset (default: train)")
     p.add_argument("--data-config", help="configuration of a Hub dataset")
-    p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--max-length", type=int, default=1024)
-    p.add_argument("--max-prompt-length", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--limit", type=int, help="only the first N records (with --data builtin: default "
+    p.add_argument("--beta", type=number(float, 0, low_open=True), default=0.1)
+    p.add_argument("--max-length", type=number(int, 2), default=1024)
+    p.add_argument("--max-prompt-length", type=COUNT, default=512)
+    p.add_argument("--batch-size", type=COUNT, default=8)
+    p.add_argument("--limit", type=COUNT, help="only the first N records (with --data builtin: default "
                    f"{BUILTIN_EVAL_PAIRS}, train's held-out size)")
     p.add_argument("--generate", action="store_true", help="sample from held-out prompts: KL, length, win rate")
-    p.add_argument("--samples", type=int, default=1, help="samples per prompt with --generate (default 1)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--samples", type=COUNT, default=1, help="samples per prompt with --generate (default 1)")
+    p.add_argument("--max-new-tokens", type=COUNT, default=64)
     p.add_argument("--reward", help="reward function judging samples: builtin, MODULE:FUNCTION or FILE.py:FUNCTION "
                    "(default with --data builtin: builtin)")
     p.add_argument("--judge", help="pairwise judge for the win rate: openai:MODEL, openai:MODEL@URL, local:MODEL, "
@@ -43,7 +44,7 @@ def register(subparsers) -> None:
                    "http://localhost:8000/v1)")
     p.add_argument("--api-key", help="of an openai: judge (default $OPENAI_API_KEY, which keeps it out of `ps`)")
     p.add_argument("--ci", choices=["wilson", "bootstrap"], default="wilson", help="win-rate interval")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NONNEGATIVE_INT, default=0)
     p.add_argument("--save-samples", help="write the compared samples to this JSONL file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -53,9 +54,9 @@ def load_held_out(args: argparse.Namespace) -> list:
     """The records to score: train's own built-in held-out pairs (`builtin_held_out`), or those of --data."""
     if args.data == BUILTIN:
         return builtin_held_out(args.limit or BUILTIN_EVAL_PAIRS)
-    from directalign.data.formats import load_records
+    from directalign.cli.common import load_data
 
-    return load_records(args.data, split=args.data_split, config=args.data_config).records[: args.limit]
+    return load_data(args.data, split=args.data_split, config=args.data_config).records[: args.limit]
 
 
 def reward_function(args: argparse.Namespace):
@@ -70,7 +71,7 @@ def reward_function(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from directalign.data.tokenize import tokenize_records
     from directalign.evaluation.generation_eval import evaluate_model, format_table
-    from directalign.models.loading import load_model, load_tokenizer
+    from directalign.models.loading import load_adapter, load_model, load_tokenizer
     from directalign.models.logprobs import ResponseLogProbs
     from directalign.models.reference import AdapterReference, FrozenReference
 
@@ -82,9 +83,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     reference = None
     if args.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, args.adapter)
+        model = load_adapter(model, args.adapter)
     policy = ResponseLogProbs(model.eval())
     if args.adapter:
         reference = AdapterReference(policy)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -26,6 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(f"directalign.cli.{name}").register(subparsers)
     return parser
+
+
+def os_error_message(err: OSError) -> str:
+    where = " -> ".join(str(name) for name in (err.filename, err.filename2) if name is not None)
+    what = err.strerror or str(err)
+    if err.errno == errno.ENOSPC:
+        what += "; free space and rerun (a training run resumes from its last checkpoint)"
+    return f"{where}: {what}" if where else what
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {redact(str(err))}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        # What the file system refused (a path through a file, a full disk, no permission) is the user's to fix.
+        if debug:
+            raise
+        print(f"error: {redact(os_error_message(err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         if debug:

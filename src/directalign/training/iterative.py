@@ -73,7 +73,8 @@ def iterative_dpo(
         train_prompts, held = prompt_sets(cfg)
         if not len(train_prompts):
             raise DataError("no training prompts")
-        reward_fn = reward_fn or reward_from_specs(cfg.reward_funcs, cfg.reward_weights)
+        reward_fn = reward_fn or reward_from_specs(cfg.reward_funcs, cfg.reward_weights,
+                                                 [*train_prompts.prompts, *held.prompts])
         prompt_schedule = MicroBatches(len(train_prompts), cfg.prompts_per_round, 1, cfg.seed)
 
         # Model: the policy, the starting model the held-out KL is measured to, the moving reference.
