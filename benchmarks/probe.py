@@ -16,8 +16,9 @@ Outcomes (a case's expectation is "refuse", "succeed" or "interrupt"):
 
 Speed: every case is a `directalign ...` command line. Most fail at config or data load, so they run grouped:
 each worker process (`--jobs`, default 2) imports torch once and calls the CLI's main(argv) case after case,
-capturing what it prints. Cases that need a process of their own (SIGINT, SIGTERM, kill -9, two runs at once)
-are `python -m directalign` subprocesses. `--isolated` runs every case as its own subprocess (slow, exact).
+capturing what it prints. The runs that must be processes of their own (the ones sent SIGINT or SIGTERM,
+killed with kill -9, or holding a folder while a second run tries it) are `python -m directalign`
+subprocesses. `--isolated` runs every other case as its own subprocess too (slow, exact).
 Models are a 2-layer random Llama with hidden size 16 built from a config; training cases run 1-3 steps.
 """
 
@@ -225,7 +226,7 @@ def worker(work: Path, names: list[str], results: Path) -> None:
     with open(results, "a") as f:
         for name in names:
             case = cases[name]
-            runner = run_inproc if case.mode == "inproc" else run_process
+            runner = run_process if case.mode == "process" else run_inproc
             row = execute(case, work, runner)
             f.write(json.dumps(row) + "\n")
             f.flush()
@@ -255,12 +256,10 @@ def run_probe(work: Path, cases: list[Case], jobs: int, isolated: bool, log=prin
     if isolated:
         for case in cases:
             case.mode = case.mode if case.mode != "inproc" else "process"
-    inproc = [c.name for c in cases if c.mode == "inproc"]
-    own = [c.name for c in cases if c.mode != "inproc"]
-    # Separate-process cases go first, one queue of their own, so they overlap the grouped ones.
-    queues = [own] if own else []
-    n = max(jobs - len(queues), 1)
-    queues += [inproc[i::n] for i in range(n)]
+    # The cases that start processes of their own first, dealt round-robin with the rest, so that the workers
+    # finish together.
+    ordered = [c.name for c in cases if c.mode != "inproc"] + [c.name for c in cases if c.mode == "inproc"]
+    queues = [ordered[i::jobs] for i in range(jobs)]
     rows: list[dict] = []
     for round_ in range(3):
         running = []

@@ -435,8 +435,9 @@ def run_concurrent(case: Case, ctx) -> Result:
 
 
 def run_full_disk(case: Case, ctx) -> Result:
-    """The run folder on a 1 MB tmpfs: checkpoints fit, the final save does not. The error must be clear, and
-    after the disk is made larger a rerun must resume to the uninterrupted run's weights."""
+    """The run folder on a 1 MB tmpfs (needs root; the fault suite simulates ENOSPC without it): checkpoints fit,
+    the final save does not. The error must be clear, and after the disk is made larger a rerun must resume to
+    the uninterrupted run's weights."""
     run = _run_dir(ctx)
     run.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(run)], capture_output=True)

@@ -49,13 +49,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     debug = "--debug" in argv
     try:
-        args, extra = parser.parse_known_args(argv)
+        try:
+            args, extra = parser.parse_known_args(argv)
+            if extra and not getattr(args, "accepts_extra", False):
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        except SystemExit as done:  # --help, --version, or a usage error (already printed): its exit code
+            return done.code if isinstance(done.code, int) else 1
         if not hasattr(args, "func"):
             parser.print_help()
             return 2
         args.extra = extra
-        if extra and not getattr(args, "accepts_extra", False):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return int(args.func(args) or 0)
     except RunInterrupted as err:
         print(f"\n{redact(str(err))}", file=sys.stderr)
