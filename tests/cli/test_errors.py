@@ -1,6 +1,7 @@
 """User errors on the command line: one line, exit 1, no traceback, for flags as for config keys."""
 
 import errno
+import json
 
 import pytest
 
@@ -41,7 +42,7 @@ def test_a_full_disk_says_how_to_go_on():
 
 @pytest.mark.parametrize("command", [["data", "diagnose"], ["data", "filter"]])
 def test_every_command_that_reads_pairs_says_which_rows_it_skipped(tmp_path, capsys, command):
-    rows = ['{"prompt": "p%d", "chosen": "a%d", "rejected": "b"}' % (i, i) for i in range(4)]
+    rows = [json.dumps({"prompt": f"p{i}", "chosen": f"a{i}", "rejected": "b"}) for i in range(4)]
     rows.insert(2, '{"prompt": "p", "chosen": 7, "rejected": "b"}')
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(rows) + "\n")
