@@ -30,3 +30,11 @@ def test_an_adapter_that_does_not_fit_the_model_is_one_error(tmp_path):
     (tmp_path / "a" / "adapter_config.json").write_text('{"peft_type": "LORA", "target_modules": ["no_such"]}')
     with pytest.raises(ConfigError, match="cannot be loaded onto this model"):
         load_adapter(tiny_llama(), str(tmp_path / "a"))
+
+
+def test_a_pickled_adapter_is_refused_unread(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    (tmp_path / "a" / "adapter_model.bin").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(ConfigError, match=r"holds its weights as a pickle \(adapter_model.bin\)"):
+        load_adapter(tiny_llama(), str(tmp_path / "a"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -117,13 +118,14 @@ def load_model(
         return AutoModelForCausalLM.from_pretrained(
             resolve_model(name_or_path), dtype=dtype, attn_implementation=attn_implementation
         )
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, pickle.UnpicklingError) as err:
         raise _missing(name_or_path, "model", err) from err
 
 
 def load_adapter(model: PreTrainedModel, folder: str):
     """`model` with the LoRA adapter of `folder` (a training run's adapter/), checked first: a folder that is
-    not an adapter (a run folder, a checkpoint, a model) says what it is instead; a damaged one is refused."""
+    not an adapter (a run folder, a checkpoint, a model) says what it is instead; a damaged one is refused, and
+    so are pickled weights."""
     from peft import PeftModel
 
     path = Path(folder).expanduser()
@@ -139,9 +141,12 @@ def load_adapter(model: PreTrainedModel, folder: str):
         else:
             hint = "a LoRA adapter folder holds adapter_config.json and adapter_model.safetensors"
         raise ConfigError(f"adapter {folder!r} is not an adapter folder (no adapter_config.json): {hint}")
+    if not (path / "adapter_model.safetensors").is_file() and any(path.glob("adapter_model.*")):
+        raise ConfigError(f"adapter {folder!r} holds its weights as a pickle (adapter_model.bin), which directalign "
+                          "never loads (unpickling can run code); save the adapter with safetensors")
     verify_recorded(path)
     try:
         return PeftModel.from_pretrained(model, str(path))
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
+    except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"adapter {folder!r} cannot be loaded onto this model: {first[:200]}") from err
