@@ -332,7 +332,9 @@ def build_cases() -> list[Case]:
     return cases
 
 
-def prepare(work: Path) -> None:
+def prepare(work: Path, bases: bool = True) -> None:
+    """The model, the data files and (with bases) every trainer's finished and unfinished base run."""
     write_model(work / "files")
     write_data(work / "data")
-    prepare_bases(work)
+    if bases:
+        prepare_bases(work)
