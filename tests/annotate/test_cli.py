@@ -60,7 +60,7 @@ def test_the_command_line_from_init_to_export(tmp_path, capsys, monkeypatch):
     (["create-project", "--name", "x", "--data", "missing.jsonl"], "missing.jsonl: no such file"),
     (["create-project", "--name", "x"], "give either --data FILE"),
     (["create-project", "--name", "bad name", "--data", "DATA"], "use up to 128 letters"),
-    (["create-project", "--name", "x", "--data", "DATA", "--overlap", "0"], "--overlap must be >= 1"),
+    (["create-project", "--name", "x", "--data", "DATA", "--overlap", "0"], "argument --overlap: must be >= 1"),
     (["create-project", "--name", "x", "--data", "DATA", "--gold-rate", "0.2"], "--gold-rate needs gold items"),
     (["create-project", "--name", "x", "--prompts", "DATA"], "--prompts needs --model"),
     (["export", "--name", "nope", "--output", "o.jsonl"], "no project 'nope'"),

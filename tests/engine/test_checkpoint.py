@@ -18,6 +18,7 @@ from directalign.engine.checkpoint import (
     trainable_state,
     verify,
 )
+from directalign.engine.files import sha256_file
 from directalign.errors import TrainingError
 
 
@@ -89,7 +90,7 @@ def test_a_damaged_checkpoint_is_reported_and_the_one_before_is_used(tmp_path):
     damaged.write_bytes(bytes(data))
     messages = []
     assert verify(tmp_path / "checkpoint-2") == "trainable.safetensors does not match its checksum"
-    assert latest_good(tmp_path, messages.append) == tmp_path / "checkpoint-1"
+    assert latest_good(tmp_path, messages.append).path == tmp_path / "checkpoint-1"
     assert messages == ["checkpoint-2 is damaged (trainable.safetensors does not match its checksum); using the "
                         "checkpoint before it"]
     (tmp_path / "checkpoint-1" / "optimizer.json").unlink()
@@ -126,3 +127,30 @@ def test_a_checkpoint_of_more_processes_names_them_on_restore(tmp_path):
                            [rng_state()], {})
     with pytest.raises(TrainingError, match="written by 1 processes"):
         Checkpoint(path).restore(model, optimizer, scheduler, rank=1)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("optimizer.json", b"{ not json", "JSONDecodeError"),
+        ("trainer_state.json", b'{"step": "three"}', "ValueError"),
+        ("rng.json", b'{"python": 1}', "TypeError: rng.json holds a dict, not a list"),
+        ("trainable.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}", "SafetensorError"),
+    ],
+)
+def test_a_checkpoint_that_verifies_but_does_not_read_back_is_damaged(tmp_path, name, content, problem):
+    """Files that match a manifest written with them (a bug, or a hand) but are not a checkpoint: reported and
+    skipped like a bit flip, before anything of them is applied."""
+    model, optimizer, scheduler = _setup()
+    for step in (1, 2):
+        _step(model, optimizer, scheduler)
+        _write(tmp_path, step, model, optimizer, scheduler, keep=5)
+    latest = tmp_path / "checkpoint-2"
+    (latest / name).write_bytes(content)
+    manifest = json.loads((latest / "manifest.json").read_text())
+    manifest[name] = sha256_file(latest / name)
+    (latest / "manifest.json").write_text(json.dumps(manifest))
+    messages = []
+    assert verify(latest) is None
+    assert latest_good(tmp_path, messages.append).path == tmp_path / "checkpoint-1"
+    assert messages[0].startswith(f"checkpoint-2 is damaged ({problem}")

@@ -131,3 +131,23 @@ def test_an_output_dir_that_is_a_file_is_one_error(tmp_path):
     path.write_text("x")
     with pytest.raises(ConfigError, match="output_dir .*file is a file, not a folder"):
         _open(path)
+
+
+def test_a_final_output_is_checked_against_the_checksums_its_run_recorded(tmp_path):
+    from directalign.engine.files import sha256_file
+    from directalign.engine.folder import verify_recorded
+
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    weights = run / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(b"weights")
+    folder = RunFolder(run)
+    folder.finish(3, {"adapter/adapter_model.safetensors": sha256_file(weights)})
+    verify_recorded(run / "adapter")  # whole: no error
+    weights.write_bytes(b"weightz")
+    with pytest.raises(ConfigError, match="adapter_model.safetensors does not match the checksum"):
+        verify_recorded(run / "adapter")
+    weights.unlink()
+    with pytest.raises(ConfigError, match="adapter_model.safetensors is missing"):
+        verify_recorded(run / "adapter")
+    verify_recorded(tmp_path / "elsewhere")  # a folder no run recorded: nothing to check

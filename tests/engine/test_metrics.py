@@ -44,3 +44,22 @@ def test_a_writer_on_another_process_writes_nothing(tmp_path):
     writer.start(None)
     writer.write({"step": 1})
     assert not path.exists()
+
+
+def test_a_damaged_last_line_is_dropped_and_one_elsewhere_is_named(tmp_path):
+    from directalign.errors import DataError
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "split": "train", "loss": 0.7}\n{"step": 2, "spl')  # cut by a kill
+    assert [e["step"] for e in read_metrics(path)] == [1]
+    path.write_bytes(b'{"step": 1, "split": "train"}\n\xff\x00 garbage\n{"step": 2, "split": "train"}\n')
+    with pytest.raises(DataError, match=r"metrics\.jsonl:2: not a metrics event"):
+        read_metrics(path)
+
+
+def test_a_resume_keeps_the_good_events_of_a_damaged_file(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1, "split": "train"}\n\xff garbage\n{"step": "x"}\n[1]\n'
+                     b'{"step": 2, "split": "train"}\n{"step": 3, "split": "train"}\n')
+    MetricsWriter(path).start(resume_step=2)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]

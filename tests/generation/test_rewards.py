@@ -191,3 +191,48 @@ def test_load_reward_function_errors(tmp_path, monkeypatch, spec, message):
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ConfigError, match=message):
         load_reward_function(spec)
+
+
+# A reward function that fails is one line naming it (the trainers' loop shows it; --debug the traceback).
+
+
+def test_a_reward_file_with_a_syntax_error_names_its_line(tmp_path):
+    path = tmp_path / "rewards.py"
+    path.write_text("def length(prompts, completions:\n    return []\n")
+    with pytest.raises(ConfigError, match=r"rewards\.py:1: '\(' was never closed"):
+        load_reward_function(f"{path}:length")
+
+
+def test_a_reward_file_that_fails_at_import_says_so(tmp_path):
+    path = tmp_path / "rewards.py"
+    path.write_text("raise RuntimeError('no GPU here')\n")
+    with pytest.raises(ConfigError, match="failed to import: RuntimeError: no GPU here"):
+        load_reward_function(f"{path}:length")
+
+
+def test_a_reward_function_that_raises_is_one_error_naming_it():
+    def flaky(prompts, completions, **columns):
+        raise ValueError("the reward server is down")
+
+    with pytest.raises(ConfigError, match="reward function flaky raised ValueError: the reward server is down"):
+        reward_breakdown(flaky, ["p"], ["c"])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_reward_is_refused(bad):
+    def scores(prompts, completions, **columns):
+        return [1.0, bad]
+
+    with pytest.raises(ConfigError, match=f"returned {bad} for completion 1"):
+        reward_breakdown(scores, ["p", "p"], ["a", "b"])
+
+
+def test_the_builtin_reward_refuses_prompts_it_cannot_score_before_any_sampling():
+    from directalign.data.builtin import builtin_tasks
+    from directalign.generation.rewards import reward_from_specs
+
+    builtin = [[{"role": "user", "content": t.prompt}] for t in builtin_tasks(3)]
+    assert reward_from_specs(["builtin"], prompts=builtin) is not None
+    with pytest.raises(ConfigError, match="reward_funcs: the builtin reward scores only the built-in tasks"):
+        reward_from_specs(["builtin"], prompts=[*builtin, [{"role": "user", "content": "Write a poem."}]])
+    assert reward_from_specs(["builtin"]) is not None  # without prompts (a library caller): not checked

@@ -11,6 +11,7 @@ import getpass
 import json
 import sys
 
+from directalign.cli.common import COUNT, FRACTION, NONNEGATIVE_INT, number
 from directalign.errors import ConfigError
 
 EXTRA_HINT = "directalign annotate needs its extra: pip install 'directalign[annotate]'"
@@ -44,8 +45,8 @@ def register(subparsers) -> None:
 
     s = command("serve", "run the web app and the JSON API", run_serve)
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--workers", type=int, default=1, help="worker processes (> 1 needs a database server URL)")
+    s.add_argument("--port", type=number(int, 0, 65535), default=8080)
+    s.add_argument("--workers", type=COUNT, default=1, help="worker processes (> 1 needs a database server URL)")
     s.add_argument("--ssl-keyfile")
     s.add_argument("--ssl-certfile")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
@@ -56,7 +57,7 @@ def register(subparsers) -> None:
     t = command("status", "a project's counts, agreement, annotators and win rate (all projects without --name)",
                 run_status)
     t.add_argument("--name")
-    t.add_argument("--bootstrap", type=int, default=1000, help="resamples for the intervals (0: none)")
+    t.add_argument("--bootstrap", type=NONNEGATIVE_INT, default=1000, help="resamples for the intervals (0: none)")
     t.add_argument("--json", action="store_true", help="print one JSON object")
 
     e = command("export", "write the votes as training data (dpo, kto) or one row per vote (votes)", run_export)
@@ -67,7 +68,7 @@ def register(subparsers) -> None:
                    "more decisive votes; kto: a tie is two desirable responses)")
     e.add_argument("--keep-both-bad", action="store_true", help="dpo: also write items judged both bad "
                    "(kto always writes them, as two undesirable responses)")
-    e.add_argument("--min-votes", type=int, default=1, help="leave out items with fewer votes")
+    e.add_argument("--min-votes", type=COUNT, default=1, help="leave out items with fewer votes")
 
     g = command("set-guidelines", "replace a project's guidelines (Markdown)", run_set_guidelines)
     g.add_argument("--name", required=True)
@@ -78,19 +79,21 @@ def register(subparsers) -> None:
 def add_project_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("--name", required=True)
     c.add_argument("--data", help="preference file (any format `directalign train` reads); shown without labels")
-    c.add_argument("--limit", type=int, help="only the first N pairs (or prompts)")
+    c.add_argument("--limit", type=COUNT, help="only the first N pairs (or prompts)")
     c.add_argument("--shuffle", action="store_true", help="shuffle the pairs before --limit (seeded by --seed)")
-    c.add_argument("--overlap", type=int, default=3, help="annotators per item (default 3)")
-    c.add_argument("--lease-seconds", type=float, default=600.0, help="how long a claimed item is held")
+    c.add_argument("--overlap", type=COUNT, default=3, help="annotators per item (default 3)")
+    c.add_argument("--lease-seconds", type=number(float, 0, low_open=True), default=600.0,
+                   help="how long a claimed item is held")
     c.add_argument("--guidelines", help="Markdown file shown before the first item (default: built-in)")
     gold = c.add_argument_group("gold items")
     gold.add_argument("--gold", help="preference file of known-answer pairs (its chosen response is the answer)")
-    gold.add_argument("--gold-count", type=int, default=0, help="take N pairs of --data as gold items")
-    gold.add_argument("--gold-rate", type=float, default=0.0, help="share of items that are gold, after "
+    gold.add_argument("--gold-count", type=NONNEGATIVE_INT, default=0, help="take N pairs of --data as gold items")
+    gold.add_argument("--gold-rate", type=FRACTION, default=0.0, help="share of items that are gold, after "
                       "the qualification round (e.g. 0.1)")
     gold.add_argument("--gold-feedback", action="store_true", help="tell annotators when they miss a gold item")
-    gold.add_argument("--qualification", type=int, default=0, help="first N items of each annotator are gold")
-    gold.add_argument("--qualification-pass", type=float, default=0.8, help="accuracy needed to go on")
+    gold.add_argument("--qualification", type=NONNEGATIVE_INT, default=0,
+                      help="first N items of each annotator are gold")
+    gold.add_argument("--qualification-pass", type=FRACTION, default=0.8, help="accuracy needed to go on")
     human = c.add_argument_group("blind human evaluation")
     human.add_argument("--prompts", help="prompts file (.txt lines, rows with prompt/instruction, or a "
                        "preference file)")
@@ -98,12 +101,12 @@ def add_project_arguments(c: argparse.ArgumentParser) -> None:
     human.add_argument("--adapter", help="LoRA adapter of the evaluated side (reference: the base without it)")
     human.add_argument("--reference-model", help="reference model (default: --model)")
     human.add_argument("--reference-adapter", help="adapter of the reference side")
-    human.add_argument("--max-new-tokens", type=int, default=256)
-    human.add_argument("--temperature", type=float, default=0.7)
-    human.add_argument("--top-p", type=float, default=0.9)
-    human.add_argument("--batch-size", type=int, default=8)
+    human.add_argument("--max-new-tokens", type=COUNT, default=256)
+    human.add_argument("--temperature", type=number(float, 0), default=0.7)
+    human.add_argument("--top-p", type=number(float, 0, 1, low_open=True), default=0.9)
+    human.add_argument("--batch-size", type=COUNT, default=8)
     human.add_argument("--judge", metavar="KIND:ARG", help="also judge the pairs, for judge-vs-human agreement")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=NONNEGATIVE_INT, default=0)
 
 
 def _library():

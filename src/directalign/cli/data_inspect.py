@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from directalign.cli.common import COUNT, number
 from directalign.data.formats import load_records
 from directalign.data.inspect import format_inspection, inspect_records
 
@@ -26,8 +27,8 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_MODEL,
         help=f"tokenizer: {DEFAULT_MODEL} (embedded), a local folder or a hub id (default: %(default)s)",
     )
-    parser.add_argument("--max-length", type=int, default=1024, help="prompt + response tokens (1024)")
-    parser.add_argument("--max-prompt-length", type=int, default=512, help="prompt tokens (512)")
+    parser.add_argument("--max-length", type=number(int, 2), default=1024, help="prompt + response tokens (1024)")
+    parser.add_argument("--max-prompt-length", type=COUNT, default=512, help="prompt tokens (512)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)
 

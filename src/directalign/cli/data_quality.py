@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from directalign.cli.common import COUNT, FINITE, FRACTION, NONNEGATIVE_INT, number
 from directalign.data.types import PreferenceRecord
 from directalign.errors import DataError
 from directalign.quality import filters, render
@@ -32,30 +33,30 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     p = data_subparsers.add_parser("agreement", help="inter-annotator agreement of a label table")
     _table_arguments(p)
     p.add_argument("--ratings", action="store_true", help="numeric ratings: add ordinal and interval alpha")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0: none)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--bootstrap", type=NONNEGATIVE_INT, default=1000, help="bootstrap resamples for the CIs (0: none)")
+    p.add_argument("--seed", type=NONNEGATIVE_INT, default=0, help="seed of the bootstrap")
     p.set_defaults(func=run_agreement)
 
     p = data_subparsers.add_parser("diagnose", help="biases, duplicates and prompt diversity of pair data")
     p.add_argument("file")
     p.add_argument("--position-col", help="column: true when the chosen response was shown first")
-    p.add_argument("--duplicate-threshold", type=float, default=0.8, help="near-duplicate Jaccard")
-    p.add_argument("--identical-threshold", type=float, default=0.9, help="near-identical similarity")
+    p.add_argument("--duplicate-threshold", type=FRACTION, default=0.8, help="near-duplicate Jaccard")
+    p.add_argument("--identical-threshold", type=FRACTION, default=0.9, help="near-identical similarity")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_diagnose)
 
     p = data_subparsers.add_parser("filter", help="drop pairs not worth training on")
     p.add_argument("file")
     p.add_argument("--out", required=True, help="output .jsonl or .json (prompt/chosen/rejected messages)")
-    p.add_argument("--min-margin", type=float, help="drop pairs whose score margin is below this")
+    p.add_argument("--min-margin", type=FINITE, help="drop pairs whose score margin is below this")
     p.add_argument("--drop-ties", action="store_true", help="drop pairs whose score margin is 0")
     p.add_argument("--margin-col", help="column holding the margin (default: chosen - rejected score)")
     p.add_argument("--chosen-score-col", default="score_chosen", help="default: score_chosen")
     p.add_argument("--rejected-score-col", default="score_rejected", help="default: score_rejected")
-    p.add_argument("--min-agreement", type=float, help="drop pairs whose annotator agreement is below this")
+    p.add_argument("--min-agreement", type=FRACTION, help="drop pairs whose annotator agreement is below this")
     p.add_argument("--agreement-col", default="agreement", help="default: agreement")
-    p.add_argument("--max-length-ratio", type=float, help="drop pairs with longer/shorter above this")
-    p.add_argument("--drop-near-identical", type=float, metavar="SIMILARITY", help="e.g. 0.9")
+    p.add_argument("--max-length-ratio", type=number(float, 1), help="drop pairs with longer/shorter above this")
+    p.add_argument("--drop-near-identical", type=FRACTION, metavar="SIMILARITY", help="e.g. 0.9")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_filter)
 
@@ -70,8 +71,8 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="oasst:FILE, vicuna80:FOLDER, or a .jsonl/.json/.csv/.parquet file")
     p.add_argument("--out", required=True, help="output .jsonl or .json")
     p.add_argument("--strategy", choices=STRATEGIES, default="best-vs-worst")
-    p.add_argument("--min-margin", type=float, default=0.0, help="a pair needs this score difference")
-    p.add_argument("--seed", type=int, default=0, help="of best-vs-random")
+    p.add_argument("--min-margin", type=number(float, 0), default=0.0, help="a pair needs this score difference")
+    p.add_argument("--seed", type=NONNEGATIVE_INT, default=0, help="of best-vs-random")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_pairs)
 
@@ -87,9 +88,9 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gold-item-col", help="item column of the gold file (default: --item-col)")
     p.add_argument("--gold-label-col", help="label column of the gold file (default: --label-col)")
     p.add_argument("--order-col", help="column giving the time/order of annotations (default: row order)")
-    p.add_argument("--window", type=int, default=20, help="gold answers per window")
-    p.add_argument("--threshold", type=float, default=0.7, help="flag accuracy below this")
-    p.add_argument("--min-items", type=int, default=5, help="judge annotators with at least this many")
+    p.add_argument("--window", type=COUNT, default=20, help="gold answers per window")
+    p.add_argument("--threshold", type=FRACTION, default=0.7, help="flag accuracy below this")
+    p.add_argument("--min-items", type=COUNT, default=5, help="judge annotators with at least this many")
     p.set_defaults(func=run_calibration)
 
 
@@ -169,8 +170,8 @@ def _scored_responses(source: str) -> list[ScoredResponses]:
     if kind == "vicuna80" and path:
         return vicuna80_scored(path)
     items = []
-    for number, row in read_rows(source):
-        place = f"{source}:{number}"
+    for row_number, row in read_rows(source):
+        place = f"{source}:{row_number}"
         name = "scores" if "scores" in row else "ranks"
         values, responses = row.get(name), row.get("responses")
         if row.get("prompt") is None or not isinstance(responses, list) or not isinstance(values, list):
@@ -246,9 +247,9 @@ def _load_table(args: argparse.Namespace) -> RatingTable:
 
 
 def _load_records(path: str) -> list[PreferenceRecord]:
-    from directalign.data.formats import load_records
+    from directalign.cli.common import load_data
 
-    records = load_records(path).records
+    records = load_data(path).records
     if not records:
         raise DataError(f"{path}: no usable preference pairs")
     return records

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from directalign.cli.common import COUNT, NONNEGATIVE_INT, number
 from directalign.data.builtin import BUILTIN_EVAL_PAIRS
 
 
@@ -24,15 +25,15 @@ def register(subparsers) -> None:
                    "(the built-in held-out pairs that train scores)")
     p.add_argument("--data-split", help="split of a DatasetDict folder or Hub dataset (default: train)")
     p.add_argument("--data-config", help="configuration of a Hub dataset")
-    p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--max-length", type=int, default=1024)
-    p.add_argument("--max-prompt-length", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--limit", type=int, help="only the first N records (with --data builtin: default "
+    p.add_argument("--beta", type=number(float, 0, low_open=True), default=0.1)
+    p.add_argument("--max-length", type=number(int, 2), default=1024)
+    p.add_argument("--max-prompt-length", type=COUNT, default=512)
+    p.add_argument("--batch-size", type=COUNT, default=8)
+    p.add_argument("--limit", type=COUNT, help="only the first N records (with --data builtin: default "
                    f"{BUILTIN_EVAL_PAIRS}, train's held-out size)")
     p.add_argument("--generate", action="store_true", help="sample from held-out prompts: KL, length, win rate")
-    p.add_argument("--samples", type=int, default=1, help="samples per prompt with --generate (default 1)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--samples", type=COUNT, default=1, help="samples per prompt with --generate (default 1)")
+    p.add_argument("--max-new-tokens", type=COUNT, default=64)
     p.add_argument("--reward", help="reward function judging samples: builtin, MODULE:FUNCTION or FILE.py:FUNCTION "
                    "(default with --data builtin: builtin)")
     p.add_argument("--judge", help="pairwise judge for the win rate: openai:MODEL, openai:MODEL@URL, local:MODEL, "
@@ -41,7 +42,7 @@ def register(subparsers) -> None:
                    "http://localhost:8000/v1)")
     p.add_argument("--api-key", help="of an openai: judge (default $OPENAI_API_KEY, which keeps it out of `ps`)")
     p.add_argument("--ci", choices=["wilson", "bootstrap"], default="wilson", help="win-rate interval")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NONNEGATIVE_INT, default=0)
     p.add_argument("--save-samples", help="write the compared samples to this JSONL file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from directalign.cli.common import COUNT, NONNEGATIVE_INT, number
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("judge", help="LLM-as-judge: validate a judge on human labels, judge pairs")
@@ -24,8 +26,8 @@ def register(subparsers) -> None:
     )
     v.add_argument("--human", required=True, help="pandalm:FOLDER, llmbar:FILE, or any preference file")
     add_judge_arguments(v)
-    v.add_argument("--limit", type=int, help="only the first N pairs")
-    v.add_argument("--bootstrap", type=int, default=1000, help="resamples for the kappa interval (0: none)")
+    v.add_argument("--limit", type=COUNT, help="only the first N pairs")
+    v.add_argument("--bootstrap", type=NONNEGATIVE_INT, default=1000, help="resamples for the kappa interval (0: none)")
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(func=run_validate)
 
@@ -39,7 +41,7 @@ def register(subparsers) -> None:
     j.add_argument("--data", required=True, help="preference file")
     j.add_argument("--out", required=True, help="output .jsonl")
     add_judge_arguments(j)
-    j.add_argument("--limit", type=int, help="only the first N records")
+    j.add_argument("--limit", type=COUNT, help="only the first N records")
     j.set_defaults(func=run_pairs)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
@@ -62,8 +64,9 @@ def add_judge_arguments(
     p.add_argument(
         "--api-key", help="of openai: judges and servers (default $OPENAI_API_KEY, which keeps it out of `ps`)"
     )
-    p.add_argument("--tie-margin", type=float, default=0.0, help="local and score judges: a smaller lead is a tie")
-    p.add_argument("--batch-size", type=int, default=4, help=batch_size_help)
+    p.add_argument("--tie-margin", type=number(float, 0), default=0.0,
+                   help="local and score judges: a smaller lead is a tie")
+    p.add_argument("--batch-size", type=COUNT, default=4, help=batch_size_help)
     p.add_argument("--no-swap", action="store_true", help="judge one order only (no position debiasing)")
     p.add_argument(
         "--rule",
@@ -71,7 +74,7 @@ def add_judge_arguments(
         default="flip-tie",
         help="how the verdicts on both orders combine (default flip-tie: a flip is a tie)",
     )
-    p.add_argument("--seed", type=int, default=0, help="of the order pairs are shown in (and of sampling)")
+    p.add_argument("--seed", type=NONNEGATIVE_INT, default=0, help="of the order pairs are shown in (and of sampling)")
 
 
 def judges_of(args: argparse.Namespace) -> list:
@@ -91,9 +94,9 @@ def human_pairs(spec: str, seed: int) -> list:
         from directalign.quality.sources import llmbar_records
 
         return pairs_from_records(llmbar_records(path), seed)
-    from directalign.data.formats import load_records
+    from directalign.cli.common import load_data
 
-    return pairs_from_records(load_records(spec).records, seed)
+    return pairs_from_records(load_data(spec).records, seed)
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -127,12 +130,12 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_pairs(args: argparse.Namespace) -> int:
-    from directalign.data.formats import load_records
+    from directalign.cli.common import load_data
     from directalign.judges.ensemble import JudgeEnsemble
     from directalign.judges.synthetic import write_jsonl
     from directalign.judges.validation import pairs_from_records
 
-    records = load_records(args.data).records[: args.limit]
+    records = load_data(args.data).records[: args.limit]
     pairs = pairs_from_records(records, args.seed)
     ensemble = JudgeEnsemble(judges_of(args), swap=not args.no_swap, rule=args.rule)
     result = ensemble.run([p.prompt for p in pairs], [p.response_a for p in pairs], [p.response_b for p in pairs])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -32,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error_message(err: OSError) -> str:
+    where = " -> ".join(str(name) for name in (err.filename, err.filename2) if name is not None)
+    what = err.strerror or str(err)
+    if err.errno == errno.ENOSPC:
+        what += "; free space and rerun (a training run resumes from its last checkpoint)"
+    return f"{where}: {what}" if where else what
+
+
 def main(argv: list[str] | None = None) -> int:
     # peft asks transformers for a deprecated attribute on every LoRA model; it is not the user's to fix.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -44,13 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     debug = "--debug" in argv
     try:
-        args, extra = parser.parse_known_args(argv)
+        try:
+            args, extra = parser.parse_known_args(argv)
+            if extra and not getattr(args, "accepts_extra", False):
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        except SystemExit as done:  # --help, --version, or a usage error (already printed): its exit code
+            return done.code if isinstance(done.code, int) else 1
         if not hasattr(args, "func"):
             parser.print_help()
             return 2
         args.extra = extra
-        if extra and not getattr(args, "accepts_extra", False):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return int(args.func(args) or 0)
     except RunInterrupted as err:
         print(f"\n{redact(str(err))}", file=sys.stderr)
@@ -59,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {redact(str(err))}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        # What the file system refused (a path through a file, a full disk, no permission) is the user's to fix.
+        if debug:
+            raise
+        print(f"error: {redact(os_error_message(err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         if debug:

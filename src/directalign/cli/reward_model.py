@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from directalign.cli.common import add_config_command, config_from_args
+from directalign.cli.common import COUNT, add_config_command, config_from_args
 from directalign.errors import DataError
 
 
@@ -35,8 +35,8 @@ def register(subparsers) -> None:
     )
     score.add_argument("--model", required=True, help="a `reward-model train` output folder")
     score.add_argument("--data", required=True, help="preference file, or rows with prompt and response")
-    score.add_argument("--limit", type=int, help="only the first N rows")
-    score.add_argument("--batch-size", type=int, default=8)
+    score.add_argument("--limit", type=COUNT, help="only the first N rows")
+    score.add_argument("--batch-size", type=COUNT, default=8)
     score.add_argument("--out", help="write the rows with their scores (.jsonl)")
     score.add_argument("--json", action="store_true", help="print one JSON object")
     score.set_defaults(func=run_score)
@@ -59,13 +59,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from directalign.data.formats import load_records, read_rows
+    from directalign.cli.common import load_data
+    from directalign.data.formats import read_rows
     from directalign.judges.synthetic import write_jsonl
     from directalign.reward_models.scoring import RewardModel
 
     model = RewardModel.load(args.model, batch_size=args.batch_size)
     try:
-        records = load_records(args.data).records[: args.limit]
+        records = load_data(args.data).records[: args.limit]
     except DataError:
         records = None
     if records is None:

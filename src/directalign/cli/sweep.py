@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from directalign.cli.common import COUNT, NONNEGATIVE_INT
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -19,12 +21,12 @@ def register(subparsers) -> None:
     p.add_argument("--config", help="YAML file of training config keys shared by every trial")
     p.add_argument("--param", action="append", default=[], help="a swept parameter (repeatable)")
     p.add_argument("--sampler", choices=["tpe", "grid"], default="tpe")
-    p.add_argument("--n-trials", type=int, help="trials to complete (default: the grid's size, or 8 for tpe)")
-    p.add_argument("--grid-points", type=int, default=3, help="values per range in a grid (default 3)")
+    p.add_argument("--n-trials", type=COUNT, help="trials to complete (default: the grid's size, or 8 for tpe)")
+    p.add_argument("--grid-points", type=COUNT, default=3, help="values per range in a grid (default 3)")
     p.add_argument("--metric", default="implicit_accuracy",
                    help="held-out metric to rank by: implicit_accuracy, logp_accuracy, mean_margin, reward, kl")
     p.add_argument("--direction", choices=["maximize", "minimize"], help="default: minimize kl/loss, else maximize")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--seed", type=NONNEGATIVE_INT, default=0, help="sampler seed")
     p.set_defaults(func=run, accepts_extra=True)
 
 

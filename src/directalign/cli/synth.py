@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from directalign.cli.common import COUNT
 from directalign.cli.judge import add_judge_arguments
 from directalign.errors import DataError
 
@@ -31,10 +32,10 @@ def register(subparsers) -> None:
     p.add_argument("--backend", choices=("transformers", "openai", "vllm"), default="transformers")
     p.add_argument("--judge-base-url", help="of openai: judges when they are served elsewhere")
     p.add_argument("--temperatures", default="0.3,0.5,0.7,1.0", help="comma-separated (default: 0.3,0.5,0.7,1.0)")
-    p.add_argument("--samples-per-temperature", type=int, default=1)
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--samples-per-temperature", type=COUNT, default=1)
+    p.add_argument("--max-new-tokens", type=COUNT, default=256)
     p.add_argument("--pairing", choices=("best-vs-worst", "all-pairs"), default="best-vs-worst")
-    p.add_argument("--limit", type=int, help="only the first N prompts")
+    p.add_argument("--limit", type=COUNT, help="only the first N prompts")
     add_judge_arguments(
         p, base_url_help="of the openai backend and openai: judges", batch_size_help="generation and local judges"
     )

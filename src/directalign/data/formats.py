@@ -54,6 +54,14 @@ class LoadResult:
     skipped: dict[str, int] = field(default_factory=dict)
     skipped_examples: list[str] = field(default_factory=list)
 
+    def notes(self) -> list[str]:
+        """What was skipped, for the console: a count by reason, then the first rows skipped, by file:row."""
+        skipped = sum(self.skipped.values())
+        if not skipped:
+            return []
+        return [f"{self.path}: skipped {skipped} of {self.num_rows} rows ({dict(self.skipped)})",
+                *(f"  {example}" for example in self.skipped_examples)]
+
 
 def load_records(
     path: str | Path, *, split: str | None = None, config: str | None = None

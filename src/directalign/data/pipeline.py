@@ -23,12 +23,7 @@ class PreparedData:
 
 def _load(path: str, split: str | None, config: str | None) -> tuple[list[PreferenceRecord], str, list[str]]:
     result = load_records(path, split=split, config=config)
-    notes = []
-    skipped = sum(result.skipped.values())
-    if skipped:
-        notes.append(f"{result.path}: skipped {skipped} of {result.num_rows} rows ({dict(result.skipped)})")
-        notes += [f"  {example}" for example in result.skipped_examples]
-    return result.records, result.schema, notes
+    return result.records, result.schema, result.notes()
 
 
 def split_records(records: list, fraction: float, seed: int) -> tuple[list, list]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from directalign.engine.files import sha256_file, staged_dir
@@ -160,6 +161,8 @@ def verify(path: Path) -> str | None:
         manifest = json.loads((path / MANIFEST).read_text())
     except (OSError, ValueError) as err:
         return f"unreadable manifest ({err})"
+    if not isinstance(manifest, dict) or not all(isinstance(d, str) for d in manifest.values()):
+        return "unreadable manifest (not a mapping of file to checksum)"
     for name, digest in manifest.items():
         if not (path / name).is_file():
             return f"{name} is missing"
@@ -168,44 +171,62 @@ def verify(path: Path) -> str | None:
     return None
 
 
-def latest_good(folder: Path, log) -> Path | None:
-    """The newest checkpoint whose files verify; a damaged one is reported and skipped."""
+class DamagedCheckpoint(Exception):
+    """A checkpoint whose files verify but do not read back as a checkpoint (written by a bug or a hand)."""
+
+
+def latest_good(folder: Path, log) -> Checkpoint | None:
+    """The newest checkpoint whose files verify and read back whole; a damaged one is reported and skipped."""
     for path in reversed(list_checkpoints(folder)):
         problem = verify(path)
         if problem is None:
-            return path
+            try:
+                return Checkpoint(path)
+            except DamagedCheckpoint as err:
+                problem = str(err)
         log(f"{path.name} is damaged ({problem}); using the checkpoint before it")
     return None
 
 
 class Checkpoint:
-    """A verified checkpoint folder, read part by part."""
+    """A checkpoint folder read whole into memory, every part checked for its type, before any of it is applied:
+    a checkpoint either restores completely or raises DamagedCheckpoint having changed nothing."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.state = json.loads((self.path / STATE_FILE).read_text())
-        self.step = int(self.state["step"])
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        return load_file(str(self.path / "trainable.safetensors"))
+        try:
+            self.state = _read_json(self.path / STATE_FILE, dict)
+            self.step = int(self.state["step"])
+            self.weights = load_file(str(self.path / "trainable.safetensors"))
+            meta = _read_json(self.path / "optimizer.json", dict)
+            self.optimizer_state = _join_optimizer(load_file(str(self.path / "optimizer.safetensors")), meta)
+            self.scheduler_state = _read_json(self.path / "scheduler.json", dict)
+            self.rng_meta = _read_json(self.path / "rng.json", list)
+            self.rng_tensors = load_file(str(self.path / "rng.safetensors"))
+            self.extra = {p.stem: load_file(str(p)) for p in self.path.glob("*.safetensors")
+                          if p.stem not in ("trainable", "optimizer", "rng")}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as err:
+            raise DamagedCheckpoint(f"{type(err).__name__}: {str(err)[:120]}") from err
 
     def tensors(self, name: str) -> dict[str, torch.Tensor] | None:
-        path = self.path / f"{name}.safetensors"
-        return load_file(str(path)) if path.is_file() else None
+        return self.extra.get(name)
 
     def restore(self, model, optimizer, scheduler, rank: int) -> None:
         """Weights, optimizer, schedule and this process's random generators (each process its shard of the
         weights and optimizer state under FSDP)."""
-        meta = json.loads((self.path / "optimizer.json").read_text())
-        optimizer_state = _join_optimizer(load_file(str(self.path / "optimizer.safetensors")), meta)
-        load_full(model, self.weights(), optimizer, optimizer_state)
-        scheduler.load_state_dict(json.loads((self.path / "scheduler.json").read_text()))
-        rng_meta = json.loads((self.path / "rng.json").read_text())
-        if rank >= len(rng_meta):
+        if rank >= len(self.rng_meta):
             raise TrainingError(
-                f"{self.path.name} was written by {len(rng_meta)} processes; resume it with as many "
+                f"{self.path.name} was written by {len(self.rng_meta)} processes; resume it with as many "
                 "(the data each process sees depends on it)"
             )
-        flat = load_file(str(self.path / "rng.safetensors"))
-        mine = {k.split(".", 1)[1]: v for k, v in flat.items() if k.split(".", 1)[0] == str(rank)}
-        set_rng_state(rng_meta[rank], mine)
+        load_full(model, self.weights, optimizer, self.optimizer_state)
+        scheduler.load_state_dict(self.scheduler_state)
+        mine = {k.split(".", 1)[1]: v for k, v in self.rng_tensors.items() if k.split(".", 1)[0] == str(rank)}
+        set_rng_state(self.rng_meta[rank], mine)
+
+
+def _read_json(path: Path, kind: type) -> dict | list:
+    value = json.loads(path.read_text())
+    if not isinstance(value, kind):
+        raise TypeError(f"{path.name} holds a {type(value).__name__}, not a {kind.__name__}")
+    return value

@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from safetensors.torch import save_file
 from directalign.errors import TrainingError
 
 STAGING_PREFIX = ".staging-"
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
 def sha256_file(path: Path) -> str:
@@ -37,6 +39,15 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def os_error_of(err: BaseException) -> OSError | None:
+    """The OSError a failed write is: itself, or the one the Rust writers (safetensors, tokenizers) report only
+    in their message ("... No space left on device (os error 28)"); None for any other error."""
+    if isinstance(err, OSError):
+        return err
+    found = _RUST_OS_ERROR.search(str(err))
+    return OSError(int(found[1]), os.strerror(int(found[1]))) if found else None
 
 
 def write_error(err: OSError, what: Path) -> TrainingError:
@@ -72,10 +83,12 @@ def atomic_save_tensors(path: Path, tensors: dict) -> None:
     try:
         save_file(tensors, staging)
         os.replace(staging, path)
-    except OSError as err:
+    except Exception as err:
         with contextlib.suppress(OSError):
             os.unlink(staging)
-        raise write_error(err, path) from err
+        if (os_error := os_error_of(err)) is None:
+            raise
+        raise write_error(os_error, path) from err
 
 
 def atomic_write_json(path: Path, value: object) -> None:
@@ -99,12 +112,11 @@ def staged_dir(target: Path) -> Iterator[Path]:
         else:
             os.replace(staging, target)
         _fsync_dir(target.parent)
-    except OSError as err:
+    except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
-        raise write_error(err, target) from err
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        if (os_error := os_error_of(err)) is None:
+            raise
+        raise write_error(os_error, target) from err
 
 
 def remove_staging(folder: Path) -> list[str]:

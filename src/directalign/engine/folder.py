@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from directalign.config.keys import default_of
-from directalign.engine.files import atomic_write_json, remove_staging
+from directalign.engine.files import atomic_write_json, remove_staging, sha256_file
 from directalign.errors import ConfigError
 from directalign.secrets import redact
 
@@ -198,3 +198,23 @@ def _read_json(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def verify_recorded(folder: str | Path) -> None:
+    """Before a final output (adapter/, model/, reward_model/, merged/) is loaded: when its run folder's
+    finished.json records checksums for it, every recorded file must be there and match, else ConfigError."""
+    folder = Path(folder).expanduser()
+    finished = folder.parent / FINISHED_FILE
+    if not folder.is_dir() or not finished.is_file():
+        return
+    recorded = _read_json(finished).get("outputs", {})
+    prefix = f"{folder.name}/"
+    for name, digest in recorded.items() if isinstance(recorded, dict) else ():
+        if not name.startswith(prefix):
+            continue
+        path = folder.parent / name
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing: {finished} records it as part of this output")
+        if sha256_file(path) != digest:
+            raise ConfigError(f"{path} does not match the checksum {finished} recorded when the run wrote it: the "
+                              "file is damaged (or was changed); rerun the training, or restore the file")

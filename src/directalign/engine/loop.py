@@ -75,10 +75,10 @@ class StepLoop:
     def resume(self, restart_metrics: bool = True) -> int:
         """Restore the last good checkpoint of a resumed run (weights, optimizer, schedule, generators, health,
         running means); start metrics.jsonl fresh or cut after that step. Returns the first step to run."""
-        path = latest_good(self.checkpoint_dir, self.run.log) if self.run.resuming and self.run.dist.is_main else None
-        path = self.run.dist.broadcast(path)
+        found = latest_good(self.checkpoint_dir, self.run.log) if self.run.resuming and self.run.dist.is_main else None
+        path = self.run.dist.broadcast(found.path if found is not None else None)
         if path is not None:
-            checkpoint = Checkpoint(path)
+            checkpoint = found if found is not None else Checkpoint(path)
             written_by = checkpoint.state.get("num_processes", 1)
             if written_by != self.run.dist.world:
                 raise TrainingError(

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from directalign.engine.files import atomic_write_text, write_error
 from directalign.engine.trackers import tracker_values
+from directalign.errors import DataError
 from directalign.secrets import redact
 
 METRICS_FILE = "metrics.jsonl"
@@ -44,12 +45,9 @@ class MetricsWriter:
             atomic_write_text(self.path, "")
             return
         kept = []
-        for line in self.path.read_text().splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue  # a line cut by a kill
-            if isinstance(event, dict) and int(event.get("step", 0) or 0) <= resume_step:
+        for line in self.path.read_text(errors="replace").splitlines():
+            event = _event(line)  # None for a line cut by a kill (or otherwise damaged): dropped
+            if event is not None and event["step"] <= resume_step:
                 kept.append(line)
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
@@ -73,8 +71,35 @@ class MetricsWriter:
         self.trackers = []
 
 
+def _event(line: str) -> dict | None:
+    """The event of one metrics.jsonl line, or None when the line is not an event with a numeric step."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("step", 0), int | float):
+        return None
+    event.setdefault("step", 0)
+    return event
+
+
 def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """Every event of a metrics.jsonl; a damaged last line (a kill mid-write) is dropped, a damaged line
+    elsewhere is an error naming it."""
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read it ({err.strerror or err})") from err
+    lines = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    events = []
+    for i, (n, line) in enumerate(lines):
+        event = _event(line)
+        if event is None:
+            if i == len(lines) - 1:
+                break
+            raise DataError(f"{path}:{n}: not a metrics event (a JSON object with a numeric step): {line[:60]!r}")
+        events.append(event)
+    return events
 
 
 class RunningMeans:

@@ -20,9 +20,14 @@ def held_out_records(data: Any, split: str | None = None, config: str | None = N
     """The records to score: train's own built-in held-out pairs, or those of `data`."""
     if data == BUILTIN:
         return builtin_held_out(limit or BUILTIN_EVAL_PAIRS)
+    import sys
+
     from directalign.data.formats import load_records
 
-    return load_records(as_data_name(data), split=split, config=config).records[:limit]
+    loaded = load_records(as_data_name(data), split=split, config=config)
+    for line in loaded.notes():  # the rows it skipped, on stderr (stdout may be --json)
+        print(line, file=sys.stderr)
+    return loaded.records[:limit]
 
 
 def reward_function(reward, data):
@@ -73,9 +78,9 @@ def evaluate(
     tokenized = tokenize_records(records, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length)
     base = load_model(model)
     if adapter:
-        from peft import PeftModel
+        from directalign.models.loading import load_adapter
 
-        base = PeftModel.from_pretrained(base, adapter)
+        base = load_adapter(base, adapter)
     policy = ResponseLogProbs(base.eval())
     reference = None
     if adapter:

@@ -12,14 +12,15 @@ import difflib
 import importlib
 import importlib.util
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from directalign.data.builtin import check, verify
-from directalign.errors import ConfigError, DataError
+from directalign.data.builtin import check, task_from_prompt, verify
+from directalign.errors import ConfigError, DataError, DirectAlignError
 
 RewardFunction = Callable[..., list[float]]
 
@@ -166,10 +167,30 @@ def reward_breakdown(
     per_function: dict[str, list[float]] = {}
     for fn, weight in components:
         name = _unique_name(getattr(fn, "__name__", type(fn).__name__), per_function)
-        scores = checked_scores(name, fn(prompts, completions, **columns), len(completions))
+        try:
+            returned = fn(prompts, completions, **columns)
+        except DirectAlignError:
+            raise
+        except Exception as error:  # noqa: BLE001 (a user's function failed: one line, --debug for the traceback)
+            raise ConfigError(
+                f"reward function {name} raised {type(error).__name__}: {str(error)[:200]} (--debug shows where)"
+            ) from error
+        scores = checked_scores(name, returned, len(completions))
         per_function[name] = scores
         total = [t + weight * s for t, s in zip(total, scores, strict=True)]
     return total, per_function
+
+
+def check_builtin_prompts(prompts: Sequence) -> None:
+    for prompt in prompts:
+        text = prompt if isinstance(prompt, str) else prompt[-1]["content"]
+        try:
+            task_from_prompt(text)
+        except ValueError:
+            raise ConfigError(
+                f"reward_funcs: the builtin reward scores only the built-in tasks' prompts, not {text[:60]!r}; "
+                "name a reward function for these prompts (--reward-funcs FILE.py:FUNCTION)"
+            ) from None
 
 
 def builtin_reward(prompts: Sequence, completions: Sequence, **columns) -> list[float]:
@@ -200,8 +221,13 @@ def reward_from_spec(spec: str) -> RewardFunction:
     return load_reward_function(spec)
 
 
-def reward_from_specs(specs: Sequence[str], weights: Sequence[float] | None = None) -> RewardFunction:
-    """The named reward functions (see reward_from_spec), combined with their weights when there are several."""
+def reward_from_specs(
+    specs: Sequence[str], weights: Sequence[float] | None = None, prompts: Sequence | None = None
+) -> RewardFunction:
+    """The named reward functions (see reward_from_spec), combined with their weights when there are several.
+    With `prompts`, a built-in reward is refused at once if some prompt is not a built-in task it can score."""
+    if prompts is not None and {"builtin", "builtin_content"} & set(specs):
+        check_builtin_prompts(prompts)
     functions = [reward_from_spec(spec) for spec in specs]
     weights = list(weights) if weights else [1.0] * len(functions)
     if len(functions) == 1 and weights[0] == 1.0:
@@ -242,7 +268,12 @@ def _load_file(path: Path) -> Any:
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickling look the module up by name while it executes
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise ConfigError(f"reward function file {path}:{error.lineno}: {error.msg}") from error
+    except Exception as error:  # noqa: BLE001 (the user's module failed at import: say where, --debug for more)
+        raise ConfigError(f"reward function file {path} failed to import: {type(error).__name__}: {error}") from error
     return module
 
 
@@ -260,6 +291,12 @@ def checked_scores(name: str, scores: Any, expected: int) -> list[float]:
         got = len(scores) if isinstance(scores, Sequence) else type(scores).__name__
         raise ConfigError(f"reward function {name} returned {got} scores for {expected} completions")
     try:
-        return [float(s) for s in scores]
+        values = [float(s) for s in scores]
     except (TypeError, ValueError) as error:
         raise ConfigError(f"reward function {name} returned a score that is not a number: {error}") from error
+    bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+    if bad is not None:
+        # A NaN reward would make every advantage and pair of its group NaN or arbitrary: refuse it.
+        raise ConfigError(f"reward function {name} returned {values[bad]} for completion {bad}; rewards must be "
+                          "finite numbers")
+    return values

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from directalign.engine.folder import verify_recorded
 from directalign.errors import ConfigError
 from directalign.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, EmbeddedModel
 from directalign.models.kernels import check_device
@@ -97,6 +99,7 @@ def _missing(name_or_path: str, what: str, err: Exception) -> ConfigError:
 
 
 def load_tokenizer(name_or_path: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
+    verify_recorded(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
     except (OSError, ValueError) as err:
@@ -157,9 +160,40 @@ def load_model(
 ) -> PreTrainedModel:
     """A causal LM; `extra` goes to from_pretrained (quantization_config and device_map from load_kwargs)."""
     check_device(attn_implementation, torch.cuda.is_available())
+    verify_recorded(name_or_path)
     try:
         return AutoModelForCausalLM.from_pretrained(
             resolve_model(name_or_path), dtype=dtype, attn_implementation=attn_implementation, **extra
         )
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, pickle.UnpicklingError) as err:
         raise _missing(name_or_path, "model", err) from err
+
+
+def load_adapter(model: PreTrainedModel, folder: str):
+    """`model` with the LoRA adapter of `folder` (a training run's adapter/), checked first: a folder that is
+    not an adapter (a run folder, a checkpoint, a model) says what it is instead; a damaged one is refused, and
+    so are pickled weights."""
+    from peft import PeftModel
+
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"adapter {folder!r}: no such folder")
+    if not (path / "adapter_config.json").is_file():
+        if (path / "adapter" / "adapter_config.json").is_file():
+            hint = f"it is a run folder; its adapter is {path / 'adapter'}"
+        elif (path / "manifest.json").is_file() and (path / "trainable.safetensors").is_file():
+            hint = "it is a checkpoint (for resuming a run), not an adapter"
+        elif (path / "config.json").is_file():
+            hint = "it is a model folder: pass it as --model"
+        else:
+            hint = "a LoRA adapter folder holds adapter_config.json and adapter_model.safetensors"
+        raise ConfigError(f"adapter {folder!r} is not an adapter folder (no adapter_config.json): {hint}")
+    if not (path / "adapter_model.safetensors").is_file() and any(path.glob("adapter_model.*")):
+        raise ConfigError(f"adapter {folder!r} holds its weights as a pickle (adapter_model.bin), which directalign "
+                          "never loads (unpickling can run code); save the adapter with safetensors")
+    verify_recorded(path)
+    try:
+        return PeftModel.from_pretrained(model, str(path))
+    except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"adapter {folder!r} cannot be loaded onto this model: {first[:200]}") from err

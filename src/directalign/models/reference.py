@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from directalign.data.batching import SequenceBatch, build_batch
 from directalign.data.types import TokenizedRecord
+from directalign.engine.files import os_error_of, write_error
 from directalign.models.loading import directalign_home
 from directalign.models.logprobs import ResponseLogProbs, sequence_logps
 from directalign.models.precision import store_frozen_linears_in
@@ -168,8 +169,8 @@ def read_cached_logps(key: str, num_responses: list[int]) -> tuple[list[list[flo
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
         stored = load_file(str(path))
-    except (OSError, ValueError, RuntimeError) as err:
-        return None, f"unreadable ({str(err).splitlines()[0][:80]})"
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        return None, f"unreadable ({(str(err).splitlines() or [type(err).__name__])[0][:80]})"
     if metadata.get("sha256") != _digest(stored):
         return None, "its checksum does not match"
     if stored.get("num_responses") is None or stored["num_responses"].tolist() != num_responses:
@@ -192,6 +193,10 @@ def write_cached_logps(key: str, logps: list[list[float]]) -> None:
     try:
         save_file(tensors, staging, metadata={"sha256": _digest(tensors)})
         os.replace(staging, path)
+    except Exception as err:
+        if (os_error := os_error_of(err)) is None:
+            raise
+        raise write_error(os_error, path) from err
     finally:
         if os.path.exists(staging):
             os.unlink(staging)

@@ -13,7 +13,7 @@ from html import escape
 from pathlib import Path
 
 from directalign.engine.metrics import read_metrics
-from directalign.errors import ConfigError
+from directalign.errors import ConfigError, DataError
 from directalign.reports.plots import frontier_figure, training_panels
 
 STYLE = """
@@ -102,12 +102,22 @@ def generations_section(path: Path) -> str:
     return f"<h2>Generations before and after (greedy)</h2><table>{head}{''.join(rows)}</table>"
 
 
+def _read_config(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(errors="replace"))
+    except ValueError as err:
+        raise DataError(f"{path}: not JSON ({err}); the run's configuration is unreadable") from err
+    return config if isinstance(config, dict) else {}
+
+
 def run_body(run_dir: Path, heading_level: int = 2) -> str:
     metrics_path = run_dir / "metrics.jsonl"
     if not metrics_path.is_file():
         raise ConfigError(f"{run_dir} has no metrics.jsonl: is it a training run's output_dir?")
     events = read_metrics(metrics_path)
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    config = _read_config(run_dir / "config.json")
     health = [e for e in events if e.get("split") == "health"]
     evals = [e for e in events if e.get("split") == "eval"]
     train_steps = [e["step"] for e in events if e.get("split") == "train"]

@@ -98,14 +98,26 @@ class RewardModel:
     def load(cls, path: str | Path, batch_size: int = 8, device: str | torch.device | None = None) -> RewardModel:
         """Open a `reward-model train` output (its folder or its reward_model/ folder), or a plain
         *ForSequenceClassification folder with num_labels=1."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from directalign.engine.folder import verify_recorded
 
         folder = Path(path)
         if (folder / MODEL_FOLDER).is_dir():
             folder = folder / MODEL_FOLDER
         if not (folder / "config.json").is_file() and not (folder / METADATA_FILE).is_file():
             raise ConfigError(f"{path}: not a reward model folder (no {METADATA_FILE} or config.json)")
+        verify_recorded(folder)
+        try:
+            return cls._load(folder, batch_size, device)
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"reward model {str(path)!r} cannot be loaded: {first[:200]}") from err
+
+    @classmethod
+    def _load(cls, folder: Path, batch_size: int, device) -> RewardModel:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        path = folder
         meta = json.loads((folder / METADATA_FILE).read_text()) if (folder / METADATA_FILE).is_file() else {}
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         if tokenizer.pad_token_id is None:

@@ -8,7 +8,8 @@ round_r/rollout.json (token ids and rewards, what the round trains on), round_r/
 preference file `directalign train --data` reads) and round_r/samples.jsonl, trains num_train_epochs (or
 max_steps) over the pairs with the configured loss and a fresh optimizer (checkpoints in round_r/), and measures
 the held-out reward and the KL to the starting model. round_r/round.json then marks the round done, with its
-trained weights in round_r/trainable.safetensors. With update_reference the round's LoRA is merged into the base
+trained weights in round_r/trainable.safetensors (and their sha256 in round.json: a round whose record or weights
+are damaged is reported and run again from its rollout). With update_reference the round's LoRA is merged into the base
 and a fresh LoRA (seeded by the round) starts on top, so the next round's reference is this round's policy;
 without it the reference stays the starting model and one adapter keeps training.
 
@@ -31,8 +32,8 @@ from directalign.config import IterativeDPOConfig
 from directalign.data.batching import build_batch
 from directalign.data.prompts import prompt_sets
 from directalign.data.sampler import MicroBatches
-from directalign.engine.checkpoint import Checkpoint, latest_good, load_trainable, trainable_state
-from directalign.engine.files import atomic_save_tensors, atomic_write_json, atomic_write_text
+from directalign.engine.checkpoint import latest_good, load_trainable, trainable_state
+from directalign.engine.files import atomic_save_tensors, atomic_write_json, atomic_write_text, sha256_file
 from directalign.engine.guard import RunGuard
 from directalign.engine.loop import StepLoop
 from directalign.engine.model_card import model_card
@@ -60,6 +61,15 @@ from directalign.training.rollout import (
 )
 
 ROUND_FILE = "round.json"
+WEIGHTS = "trainable.safetensors"
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def iterative_dpo(
@@ -73,7 +83,8 @@ def iterative_dpo(
         train_prompts, held = prompt_sets(cfg)
         if not len(train_prompts):
             raise DataError("no training prompts")
-        reward_fn = reward_fn or reward_from_specs(cfg.reward_funcs, cfg.reward_weights)
+        reward_fn = reward_fn or reward_from_specs(cfg.reward_funcs, cfg.reward_weights,
+                                                 [*train_prompts.prompts, *held.prompts])
         prompt_schedule = MicroBatches(len(train_prompts), cfg.prompts_per_round, 1, cfg.seed)
 
         # Model: the policy, the starting model the held-out KL is measured to, the moving reference.
@@ -241,13 +252,32 @@ class Rounds:
         return self.run.out / f"round_{round_number}"
 
     def done(self, round_number: int) -> dict:
-        path = self.folder(round_number) / ROUND_FILE
-        return json.loads(path.read_text()) if path.is_file() else {}
+        """The round's record, or {} when it is not finished, or its record or weights are damaged."""
+        return {} if self.damage(round_number) is not None else _read_record(self.folder(round_number) / ROUND_FILE)
+
+    def damage(self, round_number: int) -> str | None:
+        """Why a finished round cannot be replayed ("" when it simply did not finish), or None when it can."""
+        folder = self.folder(round_number)
+        if not (folder / ROUND_FILE).is_file():
+            return ""
+        record = _read_record(folder / ROUND_FILE)
+        if not record or not isinstance(record.get("step"), int):
+            return f"{ROUND_FILE} is unreadable"
+        digest = record.get("weights_sha256")
+        if digest is not None and (not (folder / WEIGHTS).is_file() or sha256_file(folder / WEIGHTS) != digest):
+            return f"{WEIGHTS} does not match its checksum"
+        return None
 
     def first_unfinished(self) -> int:
-        if not self.run.resuming or not self.done(0):
+        if not self.run.resuming:
             return 0
-        return next((r for r in range(1, self.cfg.num_rounds + 1) if not self.done(r)), self.cfg.num_rounds + 1)
+        for r in range(0, self.cfg.num_rounds + 1):
+            problem = self.damage(r)
+            if problem:
+                self.run.log(f"round_{r} is damaged ({problem}); running it again")
+            if problem is not None:
+                return r
+        return self.cfg.num_rounds + 1
 
     def resume_step(self, first: int) -> int | None:
         """The last step metrics.jsonl keeps: the end of the last finished round, or the interrupted round's last
@@ -256,17 +286,19 @@ class Rounds:
             return None
         step = self.done(first - 1).get("step", 0)
         checkpoint = latest_good(self.folder(first), lambda _: None) if first <= self.cfg.num_rounds else None
-        return step + (Checkpoint(checkpoint).step if checkpoint is not None else 0)
+        return step + (checkpoint.step if checkpoint is not None else 0)
 
     def weights(self, round_number: int) -> dict[str, torch.Tensor]:
-        return load_file(str(self.folder(round_number) / "trainable.safetensors"))
+        return load_file(str(self.folder(round_number) / WEIGHTS))
 
     def finish(self, round_number: int, step: int, event: dict | None, weights, guard_state: dict) -> None:
         if self.run.dist.is_main:
             folder = self.folder(round_number)
+            record = {"step": step, "event": event, "guard": guard_state}
             if weights is not None:
-                atomic_save_tensors(folder / "trainable.safetensors", weights)
-            atomic_write_json(folder / ROUND_FILE, {"step": step, "event": event, "guard": guard_state})
+                atomic_save_tensors(folder / WEIGHTS, weights)
+                record["weights_sha256"] = sha256_file(folder / WEIGHTS)
+            atomic_write_json(folder / ROUND_FILE, record)  # last: its presence means the round is whole
             for checkpoint in folder.glob("checkpoint-*"):  # the round's weights are kept above
                 shutil.rmtree(checkpoint, ignore_errors=True)
         self.run.dist.barrier()
@@ -275,8 +307,13 @@ class Rounds:
         path = self.folder(round_number) / "rollout.json"
         if not (self.run.resuming and path.is_file()):
             return None
+        try:
+            rows = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            self.run.log(f"round_{round_number}/rollout.json is damaged ({err}); sampling the round again")
+            return None
         groups = []
-        for row in json.loads(path.read_text()):
+        for row in rows:
             completions = [Completion(text, ids, reason)
                            for text, ids, reason in zip(row["texts"], row["response_ids"], row["finish"], strict=True)]
             groups.append(Group(row["prompt"], row["prompt_ids"], completions, row["response_ids"], row["rewards"],

@@ -52,7 +52,8 @@ def online_dpo(cfg: OnlineDPOConfig, reward_fn: RewardFunction | None = None, on
         train_prompts, held = prompt_sets(cfg)
         if not len(train_prompts):
             raise DataError("no training prompts")
-        reward_fn = reward_fn or reward_from_specs(cfg.reward_funcs, cfg.reward_weights)
+        reward_fn = reward_fn or reward_from_specs(cfg.reward_funcs, cfg.reward_weights,
+                                                 [*train_prompts.prompts, *held.prompts])
         schedule = MicroBatches(len(train_prompts), cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps,
                                 cfg.seed, run.dist.world)
         total_steps = cfg.max_steps if cfg.max_steps > 0 else schedule.steps_for(cfg.num_train_epochs)
