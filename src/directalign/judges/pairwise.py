@@ -62,15 +62,20 @@ def judge_pairs(
     swap: bool = True,
     rule: str = "flip-tie",
 ) -> list[PairJudgement]:
-    """Judge every pair, in both orders unless swap=False or the judge is order-invariant, and resolve."""
+    """Judge every pair, in both orders unless swap=False or the judge is order-invariant, and resolve.
+
+    Both orders go to the judge as one batch (the pairs, then the same pairs swapped), so that an endpoint
+    judge has all of them in flight at once and a local judge fills its batches."""
     check_pairs(prompts, responses_a, responses_b)
     if rule not in RULES:
         raise ConfigError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
-    forward = judge.judge(prompts, responses_a, responses_b)
     if not swap or judge.order_invariant:
-        return [resolve(verdict, rule=rule) for verdict in forward]
-    swapped = judge.judge(prompts, responses_b, responses_a)
-    return [resolve(f, mirror(s), rule) for f, s in zip(forward, swapped, strict=True)]
+        return [resolve(verdict, rule=rule) for verdict in judge.judge(prompts, responses_a, responses_b)]
+    n = len(prompts)
+    verdicts = judge.judge(
+        list(prompts) * 2, list(responses_a) + list(responses_b), list(responses_b) + list(responses_a)
+    )
+    return [resolve(f, mirror(s), rule) for f, s in zip(verdicts[:n], verdicts[n:], strict=True)]
 
 
 def mirror(verdict: Verdict) -> Verdict:
