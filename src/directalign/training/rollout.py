@@ -191,6 +191,29 @@ def builtin_breakdown(groups: list[Group], kinds: list[str]) -> dict[str, float]
     return result
 
 
+def heldout_checks(samples_file) -> list[tuple[bool, bool]]:
+    """(content right, format followed) of each held-out answer in an eval_samples/<tag>.jsonl of built-in task
+    prompts, in file order."""
+    rows = [json.loads(line) for line in Path(samples_file).read_text(encoding="utf-8").splitlines() if line]
+    return [check(row["prompt"][-1]["content"], row["completion"]) for row in rows]
+
+
+def paired_change(before: list[float], after: list[float], n_boot: int = 2000, confidence: float = 0.95,
+                  seed: int = 0) -> tuple[float, float, float]:
+    """The change of a mean over the same items, after - before, and its percentile bootstrap interval
+    (items resampled in pairs, so each item's before and after stay together)."""
+    import numpy as np
+
+    diffs = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
+    if not len(diffs):
+        return float("nan"), float("nan"), float("nan")
+    draws = np.random.default_rng(seed).integers(0, len(diffs), size=(n_boot, len(diffs)))
+    means = diffs[draws].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(diffs.mean()), float(low), float(high)
+
+
 @torch.no_grad()
 def heldout_eval(run, policy, kl_reference, tokenizer, held: PromptSet, reward_fn, tag: str) -> dict | None:
     """Held-out reward of the policy's answers (eval_temperature, greedy by default, fixed seeds), per reward
