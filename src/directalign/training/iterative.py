@@ -48,8 +48,8 @@ from directalign.models.loading import load_tokenizer
 from directalign.models.logprobs import ResponseLogProbs, sequence_logps
 from directalign.models.policy import add_adapter, build_policy
 from directalign.models.reference import AdapterReference, frozen_copy, live_reference
-from directalign.training.objective import pair_loss, pair_metrics, pair_terms
 from directalign.training.judged import JudgedGroup, judge_from_config
+from directalign.training.objective import pair_loss, pair_metrics, pair_terms
 from directalign.training.rollout import (
     Group,
     OnPolicyResult,

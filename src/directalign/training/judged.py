@@ -6,10 +6,11 @@ pair in both orders (judges.pairwise.judge_pairs: a verdict that follows the pos
 sample's Copeland score is its wins minus its losses over the k-1 others; the selection score divides it by
 k-1 and subtracts judge_length_penalty x its length / max_new_tokens, and the pair is the best against the
 worst by that score (quality.pairs.choose_pairs, the one best-vs-worst rule). A prompt gives no pair when
-every score is equal (dropped as a tie, or as a flip or unparseable when every verdict was one), and also when the judge's own verdict on that best-vs-worst pair is a tie, an order flip,
-unparseable, or names the worst (a Copeland ranking the direct comparison contradicts): dropped, counted by
-reason. The judge's confidence in the kept pair (its probability, averaged over both orders, that the best is
-better) can set that pair's label smoothing (judge_label_smoothing: 1 - confidence, at most 0.45).
+every score is equal (dropped as a tie, or as a flip or unparseable when every verdict was one), and also when
+the judge's own verdict on that best-vs-worst pair is a tie, an order flip, unparseable, or names the worst (a
+Copeland ranking the direct comparison contradicts): dropped, counted by reason. The judge's confidence in the
+kept pair (its probability, averaged over both orders, that the best is better) can set that pair's label
+smoothing (judge_label_smoothing: 1 - confidence, at most 0.45).
 """
 
 from __future__ import annotations

@@ -35,8 +35,8 @@ from directalign.models.loading import load_tokenizer
 from directalign.models.logprobs import ResponseLogProbs, sequence_logps
 from directalign.models.policy import build_policy
 from directalign.models.reference import live_reference
-from directalign.training.objective import pair_loss, pair_metrics, pair_terms
 from directalign.training.judged import judge_from_config
+from directalign.training.objective import pair_loss, pair_metrics, pair_terms
 from directalign.training.rollout import (
     OnPolicyResult,
     best_worst_pairs,
