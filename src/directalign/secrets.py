@@ -6,10 +6,11 @@ then fall back to the hosted API (and fail without a key), ours falls back to a 
 http://localhost:8000/v1 (vLLM's `serve`) with the placeholder key "EMPTY" that such servers accept.
 
 `redact` removes what must not be printed or written: the user:password of a URL (https://user:pass@host/...),
-the value of key-like query parameters (?api_key=..., &token=...), bearer tokens and sk-... keys, the value of
-OPENAI_API_KEY, and every key that passed through `api_key` in this process (keys of 8 characters or more: a
-shorter literal would also mask ordinary words). Call it on every message and every value written to a file that
-may hold a URL or a key (judge names, error messages, configs, metrics), not on model text.
+the value of key-like query parameters (?api_key=..., &token=...), bearer tokens, sk-... keys and hf_... tokens,
+the values of OPENAI_API_KEY and HF_TOKEN, and every key that passed through `api_key` or `remember_secret` in
+this process (keys of 8 characters or more: a shorter literal would also mask ordinary words). Call it on every
+message and every value written to a file that may hold a URL or a key (judge names, error messages, configs,
+metrics), not on model text.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _KEY_PARAMETER = re.compile(
 )
 _BEARER = re.compile(r"(?P<name>\bBearer\s+)[^\s\"',]+", re.IGNORECASE)
 _SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_-]{16,}")
+_HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{20,}")
 _SEEN_KEYS: set[str] = set()
 
 
@@ -40,6 +42,12 @@ def api_key(explicit: str | None = None) -> str:
     if len(key) >= _MIN_LITERAL:
         _SEEN_KEYS.add(key)
     return key
+
+
+def remember_secret(secret: str) -> None:
+    """Mask `secret` (a Hub token, say) in everything `redact` sees from now on."""
+    if len(secret) >= _MIN_LITERAL:
+        _SEEN_KEYS.add(secret)
 
 
 def base_url(explicit: str | None = None) -> str:
@@ -81,12 +89,14 @@ def redact_logs(*logger_names: str) -> None:
 def _redact_text(text: str) -> str:
     # Literal keys first: a key can also sit inside a URL or after "Bearer", where the patterns would cut it short.
     keys = set(_SEEN_KEYS)
-    env_key = os.environ.get("OPENAI_API_KEY", "")
-    if len(env_key) >= _MIN_LITERAL:
-        keys.add(env_key)
+    for name in ("OPENAI_API_KEY", "HF_TOKEN"):
+        env_key = os.environ.get(name, "")
+        if len(env_key) >= _MIN_LITERAL:
+            keys.add(env_key)
     for key in sorted(keys, key=len, reverse=True):
         text = text.replace(key, MASK)
     text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
     text = _KEY_PARAMETER.sub(lambda m: f"{m['name']}{MASK}", text)
     text = _BEARER.sub(lambda m: f"{m['name']}{MASK}", text)
+    text = _HF_TOKEN.sub(MASK, text)
     return _SK_KEY.sub(MASK, text)

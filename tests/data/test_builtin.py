@@ -24,6 +24,7 @@ from directalign.data.builtin import (
 )
 from directalign.data.pipeline import training_records
 from directalign.errors import ConfigError
+from directalign.evaluation.heldout import held_out_records
 
 KINDS = {"arithmetic", "capitals", "json", "one_word", "numbered_list", "word_count", "yes_no"}
 
@@ -197,8 +198,13 @@ def test_train_and_eval_builtin_score_the_same_held_out_pairs():
     """`train` without data holds out exactly the pairs `eval --data builtin` scores, whatever the seed."""
     train, held, _, _ = training_records(TrainConfig())
     assert len(held) == BUILTIN_EVAL_PAIRS == TrainConfig().builtin_eval_pairs
-    assert eval_cli.load_held_out(_eval_args("--data", "builtin")) == held
+    assert _held(_eval_args("--data", "builtin")) == held
     other_train, other_held, _, _ = training_records(TrainConfig(seed=7))
     assert other_held == held and other_train != train
-    assert eval_cli.load_held_out(_eval_args("--data", "builtin", "--limit", "10")) == held[:10]
+    assert _held(_eval_args("--data", "builtin", "--limit", "10")) == held[:10]
     assert builtin_held_out(100)[:BUILTIN_EVAL_PAIRS] == held
+
+
+def _held(args):
+    """The records `eval` scores for these parsed arguments."""
+    return held_out_records(args.data, args.data_split, args.data_config, args.limit)

@@ -22,6 +22,7 @@ from directalign.cli.main import main
 from directalign.data import hub
 from directalign.data.formats import CONVERSATIONAL, load_records, records_from_rows
 from directalign.errors import DataError
+from directalign.evaluation.heldout import held_out_records
 from tests.conftest import PROJECT_ROOT
 from tests.data.hub_server import HubServer
 from tests.local_server import serving
@@ -108,9 +109,9 @@ def test_eval_reads_the_split_and_config_asked_for(tmp_path, monkeypatch):
     eval_cli.register(parser.add_subparsers())
     folder = hub_layout(tmp_path / "repo")
     args = parser.parse_args(["eval", "--data", str(folder), "--data-split", "test_prefs"])
-    assert [r.source for r in eval_cli.load_held_out(args)] == [f"{folder}/data/test_prefs.jsonl:1"]
+    assert [r.source for r in _held(args)] == [f"{folder}/data/test_prefs.jsonl:1"]
     args = parser.parse_args(["eval", "--data", str(folder), "--data-config", "small"])
-    assert [r.source for r in eval_cli.load_held_out(args)] == [f"{folder}/small/train.jsonl:1"]
+    assert [r.source for r in _held(args)] == [f"{folder}/small/train.jsonl:1"]
 
 
 def test_folder_in_hub_layout_reads_the_files_datasets_assigns_to_the_split(tmp_path, monkeypatch):
@@ -246,3 +247,8 @@ def test_offline_cli_error_is_one_line(tmp_path, monkeypatch, capsys):
         "(HF_HUB_OFFLINE) with no cached copy of it; pass a local copy instead: a folder written by datasets' "
         "save_to_disk, or data files (.jsonl, .json, .csv, .parquet)\n"
     )
+
+
+def _held(args):
+    """The records `eval` scores for these parsed arguments."""
+    return held_out_records(args.data, args.data_split, args.data_config, args.limit)

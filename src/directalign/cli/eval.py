@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from directalign.data.builtin import BUILTIN_EVAL_PAIRS, builtin_held_out
-
-BUILTIN = "builtin"
+from directalign.data.builtin import BUILTIN_EVAL_PAIRS
 
 
 def register(subparsers) -> None:
@@ -49,67 +47,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def load_held_out(args: argparse.Namespace) -> list:
-    """The records to score: train's own built-in held-out pairs (`builtin_held_out`), or those of --data."""
-    if args.data == BUILTIN:
-        return builtin_held_out(args.limit or BUILTIN_EVAL_PAIRS)
-    from directalign.data.formats import load_records
-
-    return load_records(args.data, split=args.data_split, config=args.data_config).records[: args.limit]
-
-
-def reward_function(args: argparse.Namespace):
-    spec = args.reward or (BUILTIN if args.data == BUILTIN else None)
-    if spec is None:
-        return None
-    from directalign.generation.rewards import reward_from_spec
-
-    return reward_from_spec(spec)
-
-
 def run(args: argparse.Namespace) -> int:
-    from directalign.data.tokenize import tokenize_records
-    from directalign.evaluation.generation_eval import evaluate_model, format_table
-    from directalign.models.loading import load_model, load_tokenizer
-    from directalign.models.logprobs import ResponseLogProbs
-    from directalign.models.reference import AdapterReference, FrozenReference
+    from directalign.evaluation.generation_eval import format_table
+    from directalign.evaluation.heldout import evaluate
 
-    tokenizer = load_tokenizer(args.model)
-    records = load_held_out(args)
-    tokenized = tokenize_records(
-        records, tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length
-    ).records
-    model = load_model(args.model)
-    reference = None
-    if args.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, args.adapter)
-    policy = ResponseLogProbs(model.eval())
-    if args.adapter:
-        reference = AdapterReference(policy)
-    elif args.ref_model:
-        reference = FrozenReference(load_model(args.ref_model))
-    judge = None
-    if args.judge:
-        from directalign.judges.backends import judge_from_spec
-
-        judge = judge_from_spec(args.judge, args.judge_base_url, args.api_key, batch_size=args.batch_size)
-    result = evaluate_model(
-        policy,
-        reference,
-        tokenizer,
-        records,
-        tokenized,
-        beta=args.beta,
-        reward_fn=reward_function(args),
-        judge=judge,
-        generate=args.generate,
-        num_samples=args.samples,
-        max_new_tokens=args.max_new_tokens,
-        ci=args.ci,
-        seed=args.seed,
-        batch_size=args.batch_size,
+    result = evaluate(
+        args.model, adapter=args.adapter, ref_model=args.ref_model, data=args.data, data_split=args.data_split,
+        data_config=args.data_config, beta=args.beta, max_length=args.max_length,
+        max_prompt_length=args.max_prompt_length, batch_size=args.batch_size, limit=args.limit,
+        generate=args.generate, samples=args.samples, max_new_tokens=args.max_new_tokens, reward=args.reward,
+        judge=args.judge, judge_base_url=args.judge_base_url, api_key=args.api_key, ci=args.ci, seed=args.seed,
     )
     samples = result.pop("samples", [])
     if args.save_samples:
@@ -119,6 +66,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(format_table(result))
-        if reference is None:
+        if not (args.adapter or args.ref_model):
             print("(no adapter or --ref-model: implicit accuracy, KL and win rate need a reference)")
     return 0

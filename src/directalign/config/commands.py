@@ -22,6 +22,7 @@ from directalign.config.groups import (
     GRPOKeys,
     HealthKeys,
     HeldoutKLKeys,
+    HubKeys,
     IterativeKeys,
     JudgeKeys,
     KTOKeys,
@@ -37,6 +38,7 @@ from directalign.config.groups import (
     SampleGenerationKeys,
     SamplingKeys,
     SaveKeys,
+    TrackerKeys,
 )
 from directalign.config.keys import check_ranges, default_of
 from directalign.errors import ConfigError
@@ -138,6 +140,8 @@ class TrainConfig(
     HeldoutKLKeys,
     SampleGenerationKeys,
     SaveKeys,
+    TrackerKeys,
+    HubKeys,
     RunKeys,
 ):
     """`directalign train`: the DPO family and KTO on preference data."""
@@ -192,6 +196,8 @@ class OnlineDPOConfig(
     EarlyStoppingKeys,
     HeldoutKLKeys,
     SaveKeys,
+    TrackerKeys,
+    HubKeys,
     RunKeys,
 ):
     """`directalign online-dpo`: per_device_train_batch_size is prompts per step."""
@@ -223,6 +229,8 @@ class IterativeDPOConfig(
     HealthKeys,
     EarlyStoppingKeys,
     HeldoutKLKeys,
+    TrackerKeys,
+    HubKeys,
     RunKeys,
 ):
     """`directalign iterative-dpo`: per_device_train_batch_size is pairs per step; each round trains
@@ -254,6 +262,8 @@ class GRPOConfig(
     EarlyStoppingKeys,
     HeldoutKLKeys,
     SaveKeys,
+    TrackerKeys,
+    HubKeys,
     RunKeys,
 ):
     """`directalign grpo`: per_device_train_batch_size is prompts per step, each with num_generations samples."""
@@ -275,6 +285,8 @@ class RewardModelConfig(
     PreferenceDataKeys,
     OptimKeys,
     EarlyStoppingKeys,
+    TrackerKeys,
+    HubKeys,
     RunKeys,
 ):
     """`directalign reward-model train`: a Bradley-Terry reward model (a one-output score head)."""

@@ -16,6 +16,8 @@ from directalign.errors import ConfigError
 from directalign.models.embedded import DEFAULT_MODEL
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TORCH_DTYPES = ("float32", "bfloat16", "float16", "auto")
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "trackio", "all")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
 
@@ -27,6 +29,21 @@ class ModelKeys:
     )
     bf16: bool = key(False, "bf16 autocast, fp32 trainable weights; slow on CPUs without native bf16")
     gradient_checkpointing: bool = key(False, "recompute activations in the backward pass: less memory, slower")
+    torch_dtype: str = key("float32", "dtype the base weights load in (auto: the checkpoint's); LoRA weights stay "
+                           "fp32", choices=TORCH_DTYPES)
+    load_in_4bit: bool = key(False, "load the base weights 4-bit (bitsandbytes NF4, QLoRA; CUDA only)")
+    load_in_8bit: bool = key(False, "load the base weights 8-bit (bitsandbytes LLM.int8; CUDA only)")
+    use_bnb_nested_quant: bool = key(False, "4-bit: also quantise the quantisation constants (QLoRA's double "
+                                            "quantisation)")
+    disable_dropout: bool = key(False, "set the model's dropout probabilities to 0 (TRL's default: true); "
+                                       "lora_dropout still applies")
+
+    def check(self) -> None:
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ConfigError("load_in_4bit and load_in_8bit: choose one")
+        if (self.load_in_4bit or self.load_in_8bit) and not getattr(self, "use_peft", True):
+            raise ConfigError("load_in_4bit/load_in_8bit train a LoRA adapter over frozen quantised weights: "
+                              "set use_peft true")
 
 
 @dataclass
@@ -85,6 +102,30 @@ class RunKeys:
 
 
 @dataclass
+class TrackerKeys:
+    report_to: list[str] = key(
+        help="trackers the metrics also go to: none, tensorboard, wandb, mlflow, trackio or all (a list; "
+        "metrics.jsonl is always written)", factory=lambda: ["none"], choices=TRACKERS, result=False,
+    )
+    logging_dir: str | None = key(None, "folder of the tracker's files (default: output_dir/runs)", result=False)
+    run_name: str | None = key(None, "the run's name in the trackers (default: output_dir's name)", result=False)
+
+    def check(self) -> None:
+        if "none" in self.report_to and len(self.report_to) > 1:
+            raise ConfigError(f"report_to: none cannot be combined with other trackers; got {self.report_to}")
+
+
+@dataclass
+class HubKeys:
+    push_to_hub: bool = key(False, "upload the final adapter/model (and merged/) to the Hub; token from HF_TOKEN",
+                            result=False)
+    hub_model_id: str | None = key(None, "the Hub repository, user/name (default: output_dir's name)",
+                                   result=False)
+    hub_private_repo: bool | None = key(None, "create the repository private (none: the Hub's default)",
+                                        result=False)
+
+
+@dataclass
 class PreferenceDataKeys:
     data: str | None = key(None, "preference file, saved dataset folder or hub dataset id (none: built-in set)")
     data_split: str | None = key(None, "split of a DatasetDict or hub dataset (default: train)")
@@ -97,15 +138,22 @@ class PreferenceDataKeys:
     max_train_records: int | None = key(None, "use only the first N training records after the split", low=1)
     max_eval_records: int | None = key(None, "use only the first N held-out records", low=1)
     max_length: int = key(1024, "tokens of prompt + response, longer responses are cut", low=2)
-    max_prompt_length: int = key(512, "tokens of the prompt, longer prompts keep their end", low=1)
+    max_prompt_length: int | None = key(
+        None, "tokens of the prompt, longer prompts keep their end (none: half of max_length)", low=1
+    )
     use_chat_template: bool = key(True, "render conversations with the tokenizer's chat template")
     per_device_eval_batch_size: int = key(8, "records per process per evaluation batch", low=1, result=False)
     max_tokens_per_batch: int | None = key(None, "micro-batches of up to this many tokens instead of a count", low=1)
     train_sampling_strategy: str = key("random", "random: a seeded order per epoch; sequential: file order",
                                        choices=("random", "sequential"))
 
+    @property
+    def prompt_length_limit(self) -> int:
+        """max_prompt_length, or half of max_length when it is not set (TRL 1.16 has no max_prompt_length)."""
+        return self.max_prompt_length if self.max_prompt_length is not None else self.max_length // 2
+
     def check(self) -> None:
-        if self.max_prompt_length >= self.max_length:
+        if self.max_prompt_length is not None and self.max_prompt_length >= self.max_length:
             raise ConfigError(
                 f"max_prompt_length ({self.max_prompt_length}) must be smaller than max_length ({self.max_length})"
             )

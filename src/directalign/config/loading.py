@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import sys
 from pathlib import Path
 
 import yaml
 
 from directalign.config.commands import COMMANDS
 from directalign.config.keys import convert, default_of, describe_range, type_name
+from directalign.config.trl import default_differences, looks_like_trl, translate
 from directalign.errors import ConfigError
 
 GROUP_TITLES = {
@@ -37,6 +39,8 @@ GROUP_TITLES = {
     "HeldoutKLKeys": "held-out KL",
     "SampleGenerationKeys": "sample generations",
     "SaveKeys": "final save",
+    "TrackerKeys": "trackers",
+    "HubKeys": "the Hub",
     "RunKeys": "run, logging and checkpoints",
 }
 
@@ -86,13 +90,22 @@ def read_yaml(path: str | Path) -> dict:
     return values
 
 
-def load_config(command: str | type, path: str | Path | None = None, overrides: dict | None = None):
+def load_config(command: str | type, path: str | Path | None = None, overrides: dict | None = None,
+                origin: str = "command line"):
     """A validated config of `command` (a name such as "train" or a config class): its defaults, then the YAML
-    file, then the overrides (command-line or keyword values)."""
+    file (a TRL or alignment-handbook config is translated, config/trl.py), then the overrides (command-line or
+    keyword values)."""
     config = config_class(command)()
     if path is not None:
-        apply_values(config, read_yaml(path), str(path))
-    apply_values(config, overrides or {}, "command line")
+        values = read_yaml(path)
+        if looks_like_trl(values, set(config.__dataclass_fields__)):
+            translated, notes = translate(values, config, config.command, str(path))
+            differences = default_differences(values, config)
+            for line in notes + ([f"{path}: {differences}"] if differences else []):
+                print(f"note: {line}", file=sys.stderr)
+            values = translated
+        apply_values(config, values, str(path))
+    apply_values(config, overrides or {}, origin)
     return config.validate()
 
 

@@ -73,7 +73,7 @@ def prepare_data(cfg, tokenizer) -> PreparedData:
             records,
             tokenizer,
             max_length=cfg.max_length,
-            max_prompt_length=cfg.max_prompt_length,
+            max_prompt_length=cfg.prompt_length_limit,
             use_chat_template=cfg.use_chat_template,
         )
         return result

@@ -147,6 +147,7 @@ class StepLoop:
             due = self.cfg.save_steps and done % self.cfg.save_steps == 0 and done < self.total_steps
             if due or interrupted:
                 self.save(done)
+        self._bar.unpause()  # nor against the bar's rate and ETA: its clock skips the time since its last update
         if self.on_step is not None:
             self.on_step(self.step_offset + done, self.last)
         if interrupted:

@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from directalign.engine.files import atomic_write_text, write_error
+from directalign.engine.trackers import tracker_values
 from directalign.secrets import redact
 
 METRICS_FILE = "metrics.jsonl"
@@ -27,11 +28,13 @@ def _clean(event: dict) -> dict:
 
 
 class MetricsWriter:
-    """Appends events to metrics.jsonl; a writer on a non-main process writes nothing."""
+    """Appends events to metrics.jsonl, and sends a copy to the run's trackers (directalign.engine.trackers); a
+    writer on a non-main process writes nothing."""
 
-    def __init__(self, path: Path, enabled: bool = True):
+    def __init__(self, path: Path, enabled: bool = True, trackers: list | None = None):
         self.path = Path(path)
         self.enabled = enabled
+        self.trackers = trackers or []
 
     def start(self, resume_step: int | None) -> None:
         """A fresh run starts an empty file; a resumed one keeps the events up to resume_step."""
@@ -59,6 +62,15 @@ class MetricsWriter:
                 f.flush()
         except OSError as err:
             raise write_error(err, self.path) from err
+        if self.trackers:
+            values, step = tracker_values(redact(_clean(event)))
+            for tracker in self.trackers:
+                tracker.log(values, step=step)
+
+    def close(self) -> None:
+        for tracker in self.trackers:
+            tracker.finish()
+        self.trackers = []
 
 
 def read_metrics(path: Path) -> list[dict]:

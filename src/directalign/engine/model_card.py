@@ -5,11 +5,13 @@ health warnings, and the directalign version."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import yaml
 
 from directalign import __version__
 from directalign.config.keys import default_of
+from directalign.data.hub import looks_like_hub_id
 from directalign.secrets import redact
 
 SHOWN_ALWAYS = ("loss_type", "beta", "learning_rate", "use_peft", "lora_r", "lora_alpha", "max_steps",
@@ -25,6 +27,16 @@ def _hyperparameters(cfg) -> list[tuple[str, object]]:
         if f.name in SHOWN_ALWAYS or value != default_of(f):
             rows.append((f.name, value))
     return rows
+
+
+def _is_hub_id(name: str) -> bool:
+    return looks_like_hub_id(name) and not Path(name).exists()
+
+
+def hub_datasets(cfg) -> list[str]:
+    """The Hub dataset ids among the run's data (for the card's `datasets:`), not local files or folders."""
+    names = [getattr(cfg, name, None) for name in ("data", "eval_data", "prompts", "eval_prompts")]
+    return [n for n in dict.fromkeys(names) if isinstance(n, str) and looks_like_hub_id(n) and not Path(n).exists()]
 
 
 def _metrics_table(before: dict | None, after: dict | None) -> list[str]:
@@ -54,13 +66,15 @@ def model_card(
 ) -> str:
     method = getattr(cfg, "loss_type", None) or cfg.command
     front = {
-        "base_model": base_model,
+        "base_model": base_model if _is_hub_id(base_model) else None,  # the Hub refuses a local path here
         "library_name": "peft" if adapter else "transformers",
         "tags": ["directalign", cfg.command, method] + (["lora"] if adapter else []),
         "pipeline_tag": "text-generation",
     }
-    if dataset_id:
-        front["datasets"] = [dataset_id]
+    front = {k: v for k, v in front.items() if v is not None}
+    datasets = [dataset_id] if dataset_id else hub_datasets(cfg)
+    if datasets:
+        front["datasets"] = datasets
     load = (
         'from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained("PATH")'
         if adapter
@@ -74,7 +88,9 @@ def model_card(
         f"# {'LoRA adapter' if adapter else 'Model'} trained with directalign {cfg.command}",
         "",
         f"- base model: `{base_model}`",
-        f"- data: {data}",
+        f"- data: {data}" + "".join(
+            f", {key} `{getattr(cfg, key)}`" for key in ("data_split", "data_config") if getattr(cfg, key, None)
+        ),
         f"- method: `{cfg.command}` with `{method}`, {steps} optimizer steps",
         f"- directalign {__version__}",
         "",

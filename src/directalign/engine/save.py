@@ -52,6 +52,11 @@ def gathered_state(full_state: dict | None, prefix: str = "model.") -> dict | No
     return {k.removeprefix(prefix): v for k, v in full_state.items()}
 
 
+def _not_fp32(cfg) -> bool:
+    return getattr(cfg, "torch_dtype", "float32") != "float32" or getattr(cfg, "load_in_4bit", False) or \
+        getattr(cfg, "load_in_8bit", False)
+
+
 def save_policy(cfg, model, tokenizer, out: Path, card: str, state_dict=None) -> dict[str, str]:
     """adapter/ or model/, and merged/ with cfg.merge (see the module docstring); returns the files' sha256.
     state_dict: the gathered weights of a sharded (FSDP) run."""
@@ -60,8 +65,9 @@ def save_policy(cfg, model, tokenizer, out: Path, card: str, state_dict=None) ->
     target = out / ("adapter" if use_peft else "model")
     outputs = write_pretrained(target, model, tokenizer, card, base, state_dict)
     if use_peft and getattr(cfg, "merge", False):
-        if cfg.bf16 or state_dict is not None:
-            # Merge into the original fp32 base weights (not the bf16 copies the run trained over, nor shards).
+        if cfg.bf16 or state_dict is not None or _not_fp32(cfg):
+            # Merge into the original fp32 base weights (not the bf16 or quantised copies the run trained over,
+            # nor shards).
             model = PeftModel.from_pretrained(load_model(cfg.model), target)
         merged = model.merge_and_unload()
         outputs.update(write_pretrained(out / "merged", merged, tokenizer, card, base))

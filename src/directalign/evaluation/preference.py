@@ -18,6 +18,7 @@ import torch
 from directalign.data.batching import build_batch
 from directalign.data.types import TokenizedRecord
 from directalign.models.logprobs import ResponseLogProbs, sequence_logps
+from directalign.progress import bar
 
 
 @torch.no_grad()
@@ -39,7 +40,7 @@ def preference_scores(
     scores: dict[str, list] = {"chosen": [], "rejected": [], "ref_chosen": [], "ref_rejected": [], "lengths": [],
                                "logps": [], "ref_logps": [], "labels": []}
     try:
-        for start in range(0, len(records), batch_size):
+        for start in bar(range(0, len(records), batch_size), desc="held-out eval", unit="batch"):
             batch = build_batch(records[start : start + batch_size], pad_token_id, layout).to(device)
             logps = sequence_logps(policy(batch), batch).float()
             ref = reference.sequence_logps(batch).float() if reference is not None else None

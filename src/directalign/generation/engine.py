@@ -35,6 +35,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopK
 
 from directalign.generation.base import GenerationConfig
 from directalign.models.logprobs import causal_lm
+from directalign.progress import bar
 
 
 @dataclass
@@ -85,11 +86,14 @@ def sample(
         raise ValueError("sampling needs one seed per prompt")
     out: list[list[Sample] | None] = [None] * len(prompt_ids)
     lengths = [len(ids) for ids in prompt_ids]
-    for batch in plan_batches(lengths, per_prompt, config.max_new_tokens, token_budget, max_prompts):
-        decoder = _BatchDecoder(model, [prompt_ids[i] for i in batch], per_prompt, config, eos_token_ids, pad_token_id)
-        batch_seeds = None if config.greedy else [seeds[i] for i in batch]
-        for i, samples in zip(batch, decoder.run(batch_seeds, stop), strict=True):
-            out[i] = samples
+    with bar(total=len(prompt_ids), desc="sampling", unit="prompt") as shown:
+        for batch in plan_batches(lengths, per_prompt, config.max_new_tokens, token_budget, max_prompts):
+            decoder = _BatchDecoder(model, [prompt_ids[i] for i in batch], per_prompt, config, eos_token_ids,
+                                    pad_token_id)
+            batch_seeds = None if config.greedy else [seeds[i] for i in batch]
+            for i, samples in zip(batch, decoder.run(batch_seeds, stop), strict=True):
+                out[i] = samples
+            shown.update(len(batch))
     return out  # type: ignore[return-value]
 
 

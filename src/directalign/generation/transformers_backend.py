@@ -33,6 +33,7 @@ from directalign.generation.base import (
     derive_seed,
     repeat_greedy,
 )
+from directalign.progress import bar
 
 ENGINES = ("auto", "shared-prefix", "generate")
 
@@ -145,13 +146,14 @@ class TransformersGenerator:
             # `generate` draws from the global generator for the whole batch: one prompt at a time is the only way
             # to give each prompt its own seed there.
             completions = []
-            for ids, seed in zip(prompt_ids, prompt_seeds, strict=True):
+            for ids, seed in bar(zip(prompt_ids, prompt_seeds, strict=True), total=len(prompt_ids), desc="sampling",
+                                 unit="prompt"):
                 with _seeded(seed, device):
                     completions.extend(self._generate_batch([ids], config, device))
             return completions
         with _seeded(config.seed, device):
             completions = []
-            for start in range(0, len(prompt_ids), self.batch_size):
+            for start in bar(range(0, len(prompt_ids), self.batch_size), desc="sampling", unit="batch"):
                 batch = prompt_ids[start : start + self.batch_size]
                 completions.extend(self._generate_batch(batch, config, device))
         return completions

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from directalign.data.types import Message
 from directalign.errors import ConfigError
 from directalign.judges.base import PairwiseJudge, Verdict, check_pairs
+from directalign.progress import bar
 
 _POINT_PROBABILITY = {"A": 1.0, "B": 0.0, "tie": 0.5}
 RULES = ("flip-tie", "mean-probability")
@@ -64,18 +65,29 @@ def judge_pairs(
 ) -> list[PairJudgement]:
     """Judge every pair, in both orders unless swap=False or the judge is order-invariant, and resolve.
 
-    Both orders go to the judge as one batch (the pairs, then the same pairs swapped), so that an endpoint
-    judge has all of them in flight at once and a local judge fills its batches."""
+    The pairs go to the judge in chunks (which pace the progress bar), each chunk's two orders in one call (the
+    pairs, then the same pairs swapped), so that an endpoint judge has both in flight at once and a local judge
+    fills its batches."""
     check_pairs(prompts, responses_a, responses_b)
     if rule not in RULES:
         raise ConfigError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
-    if not swap or judge.order_invariant:
-        return [resolve(verdict, rule=rule) for verdict in judge.judge(prompts, responses_a, responses_b)]
-    n = len(prompts)
-    verdicts = judge.judge(
-        list(prompts) * 2, list(responses_a) + list(responses_b), list(responses_b) + list(responses_a)
-    )
-    return [resolve(f, mirror(s), rule) for f, s in zip(verdicts[:n], verdicts[n:], strict=True)]
+    both = swap and not judge.order_invariant
+    chunk = max(int(getattr(judge, "batch_size", 0) or 0), 16)
+    forward, swapped = [], []
+    with bar(total=len(prompts) * (2 if both else 1), desc=f"judging with {judge.name}", unit="verdict") as shown:
+        for start in range(0, len(prompts), chunk):  # verdicts are per pair: chunks only pace the bar
+            part = slice(start, start + chunk)
+            p, a, b = list(prompts[part]), list(responses_a[part]), list(responses_b[part])
+            if both:  # both orders of the chunk in one call, all in flight at once for an endpoint
+                verdicts = judge.judge(p * 2, a + b, b + a)
+                forward += verdicts[: len(p)]
+                swapped += verdicts[len(p) :]
+            else:
+                forward += judge.judge(p, a, b)
+            shown.update(len(p) * (2 if both else 1))
+    if not both:
+        return [resolve(verdict, rule=rule) for verdict in forward]
+    return [resolve(f, mirror(s), rule) for f, s in zip(forward, swapped, strict=True)]
 
 
 def mirror(verdict: Verdict) -> Verdict:

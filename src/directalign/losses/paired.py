@@ -27,8 +27,19 @@ def _log_ratio_margin(
     ref_chosen_logps: torch.Tensor,
     ref_rejected_logps: torch.Tensor,
 ) -> torch.Tensor:
-    """h = (pc - rc) - (pr - rr), the chosen log-ratio minus the rejected one, shape (B,)."""
-    return (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
+    """h = (pc - rc) - (pr - rr), the chosen log-ratio minus the rejected one, shape (B,). Plain numbers are
+    read as float64 tensors, so that a worked example can be checked by hand."""
+    pc, pr, rc, rr = _as_tensors(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return (pc - rc) - (pr - rr)
+
+
+def _as_tensors(*values) -> list[torch.Tensor]:
+    """Tensors as they are; floats (and lists of them) as float64 tensors on the first tensor's device."""
+    first = next((v for v in values if isinstance(v, torch.Tensor)), None)
+    if first is not None:
+        return [v if isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=first.dtype, device=first.device)
+                for v in values]
+    return [torch.as_tensor(v, dtype=torch.float64) for v in values]
 
 
 def implicit_rewards(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: Hyper) -> torch.Tensor:

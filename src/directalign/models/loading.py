@@ -21,7 +21,10 @@ from directalign.errors import ConfigError
 from directalign.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, EmbeddedModel
 from directalign.models.kernels import check_device
 
-__all__ = ["DEFAULT_MODEL", "EMBEDDED_MODELS", "directalign_home", "load_model", "load_tokenizer", "resolve_model"]
+__all__ = ["DEFAULT_MODEL", "EMBEDDED_MODELS", "directalign_home", "load_kwargs", "load_model", "load_tokenizer",
+           "resolve_model"]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
 def directalign_home() -> Path:
@@ -103,16 +106,60 @@ def load_tokenizer(name_or_path: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase
     return tokenizer
 
 
+def quantization_config(load_in_4bit: bool, load_in_8bit: bool, compute_dtype: torch.dtype = torch.bfloat16,
+                        nested: bool = False):
+    """bitsandbytes' config for 4-bit NF4 (QLoRA; double quantisation when `nested`) or 8-bit weights; None
+    when neither is asked. bitsandbytes runs on CUDA only: anywhere else this is a one-line error."""
+    if not (load_in_4bit or load_in_8bit):
+        return None
+    bits = 4 if load_in_4bit else 8
+    if not torch.cuda.is_available():
+        raise ConfigError(f"load_in_{bits}bit needs a CUDA GPU (bitsandbytes); this machine has none: drop it, or "
+                          "set torch_dtype bfloat16 to halve the base weights' memory")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(f"load_in_{bits}bit needs bitsandbytes: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=nested,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def load_kwargs(cfg) -> dict:
+    """from_pretrained's dtype and quantisation from a config's model keys (torch_dtype, load_in_4bit/8bit)."""
+    dtype = DTYPES[getattr(cfg, "torch_dtype", "float32")]
+    compute = dtype if isinstance(dtype, torch.dtype) and dtype != torch.float32 else torch.bfloat16
+    quant = quantization_config(getattr(cfg, "load_in_4bit", False), getattr(cfg, "load_in_8bit", False), compute,
+                                getattr(cfg, "use_bnb_nested_quant", False))
+    if quant is None:
+        return {"dtype": dtype}
+    return {"dtype": dtype, "quantization_config": quant, "device_map": {"": torch.cuda.current_device()}}
+
+
+def disable_dropout(model: torch.nn.Module) -> int:
+    """Set every dropout module's probability to 0 (TRL's disable_dropout); returns how many there were."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p, count = 0.0, count + 1
+        if isinstance(getattr(module, "attention_dropout", None), float):  # passed to the attention kernel
+            module.attention_dropout, count = 0.0, count + 1
+    return count
+
+
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     attn_implementation: str | None = "sdpa",
+    **extra,
 ) -> PreTrainedModel:
+    """A causal LM; `extra` goes to from_pretrained (quantization_config and device_map from load_kwargs)."""
     check_device(attn_implementation, torch.cuda.is_available())
     try:
         return AutoModelForCausalLM.from_pretrained(
-            resolve_model(name_or_path), dtype=dtype, attn_implementation=attn_implementation
+            resolve_model(name_or_path), dtype=dtype, attn_implementation=attn_implementation, **extra
         )
     except (OSError, ValueError) as err:
         raise _missing(name_or_path, "model", err) from err

@@ -9,11 +9,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from peft import LoraConfig, get_peft_model
 
 from directalign.errors import ConfigError
-from directalign.models.loading import load_model
+from directalign.models.attention import attention_implementation
+from directalign.models.loading import disable_dropout, load_kwargs, load_model
 from directalign.models.precision import store_frozen_linears_in
 
 
@@ -52,20 +55,40 @@ def add_adapter(cfg, model: torch.nn.Module, task_type: str = "CAUSAL_LM", modul
 
 
 def enable_checkpointing(cfg, model: torch.nn.Module) -> None:
-    """Recompute each decoder layer's activations in the backward pass (non-reentrant: works with LoRA)."""
+    """Recompute each decoder layer's activations in the backward pass (non-reentrant: works with LoRA). The
+    recomputation runs after the forward pass has returned, so it is given the attention implementation that
+    layer ran with (ResponseLogProbs switches to segment attention for the shared and packed layouts)."""
     if getattr(cfg, "gradient_checkpointing", False):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        config = model.config
+
+        def same_attention():
+            return contextlib.nullcontext(), attention_implementation(config, config._attn_implementation)
+
+        model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False, "context_fn": same_attention}
+        )
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
 
 
 def build_policy(cfg) -> torch.nn.Module:
-    """The causal LM to train: with a LoRA adapter when use_peft, else every weight trainable."""
-    model = load_model(cfg.model, attn_implementation=cfg.attn_implementation)
+    """The causal LM to train: with a LoRA adapter when use_peft, else every weight trainable. The base weights
+    load in torch_dtype, or quantised (load_in_4bit/8bit: QLoRA); the adapter's weights stay fp32 (PEFT)."""
+    kwargs = load_kwargs(cfg)
+    if kwargs["dtype"] == torch.float16 and not cfg.use_peft:
+        raise ConfigError("torch_dtype float16 with full fine-tuning: fp16 weights need a loss scaler that "
+                          "directalign does not run; use bfloat16, or LoRA (use_peft true)")
+    model = load_model(cfg.model, attn_implementation=cfg.attn_implementation, **kwargs)
+    if "quantization_config" in kwargs:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    if cfg.disable_dropout:
+        disable_dropout(model)
     enable_checkpointing(cfg, model)
     if not cfg.use_peft:
         return model
     model = add_adapter(cfg, model)
-    if cfg.bf16:
+    if cfg.bf16 and "quantization_config" not in kwargs and kwargs["dtype"] == torch.float32:
         store_frozen_linears_in(model, torch.bfloat16)
     return model

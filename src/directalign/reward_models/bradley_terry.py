@@ -23,7 +23,7 @@ from transformers import AutoModelForSequenceClassification
 
 from directalign.data.types import TokenizedRecord
 from directalign.errors import ConfigError
-from directalign.models.loading import resolve_model
+from directalign.models.loading import disable_dropout, load_kwargs, resolve_model
 from directalign.models.policy import add_adapter, enable_checkpointing
 from directalign.reward_models.scoring import sequence_rewards
 
@@ -41,11 +41,17 @@ def load_backbone(cfg, tokenizer: Any) -> torch.nn.Module:
     them needs a gradient, so the backward pass stops there)."""
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            resolve_model(cfg.model), num_labels=1, pad_token_id=tokenizer.pad_token_id, dtype=torch.float32,
-            attn_implementation=cfg.attn_implementation,
+            resolve_model(cfg.model), num_labels=1, pad_token_id=tokenizer.pad_token_id,
+            attn_implementation=cfg.attn_implementation, **load_kwargs(cfg),
         )
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load {cfg.model!r} as a sequence classifier: {err}") from err
+    if cfg.disable_dropout:
+        disable_dropout(model)
+    if cfg.load_in_4bit or cfg.load_in_8bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     enable_checkpointing(cfg, model)
     if not cfg.use_peft:
         return model

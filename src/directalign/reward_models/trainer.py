@@ -21,7 +21,7 @@ from directalign.engine.guard import RunGuard
 from directalign.engine.loop import StepLoop
 from directalign.engine.model_card import model_card
 from directalign.engine.optim import StepOptimizer
-from directalign.engine.run import open_run, steps_plan
+from directalign.engine.run import RunOutputs, open_run, steps_plan
 from directalign.engine.save import base_model_id
 from directalign.engine.sharding import full_model_state
 from directalign.errors import DataError
@@ -38,7 +38,7 @@ from directalign.reward_models.scoring import METADATA_FILE, MODEL_FOLDER
 
 
 @dataclass
-class RewardTrainResult:
+class RewardTrainResult(RunOutputs):
     output_dir: Path
     model_dir: Path
     steps: int
@@ -113,7 +113,7 @@ def train_reward_model(cfg: RewardModelConfig, on_step=None) -> RewardTrainResul
             card = model_card(cfg, base_model=base_model_id(cfg.model), adapter=cfg.use_peft, data=data.description,
                               steps=final_step, eval_before=eval_before, eval_after=eval_after,
                               warnings=guard.warnings)
-            run.folder.finish(final_step, save_reward_model(model, tokenizer, cfg, model_dir, card, state))
+            run.finish(final_step, save_reward_model(model, tokenizer, cfg, model_dir, card, state))
         run.dist.barrier()
         return RewardTrainResult(run.out, model_dir, final_step, eval_before, eval_after, loop.last)
 
@@ -128,7 +128,7 @@ def save_reward_model(model, tokenizer, cfg, target: Path, card: str, state_dict
             "base_model": cfg.model,
             "adapter": cfg.use_peft,
             "max_length": cfg.max_length,
-            "max_prompt_length": cfg.max_prompt_length,
+            "max_prompt_length": cfg.prompt_length_limit,
             "use_chat_template": cfg.use_chat_template,
             "margin": cfg.margin,
         }

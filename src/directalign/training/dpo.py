@@ -24,7 +24,7 @@ from directalign.engine.guard import RunGuard, heldout_kl
 from directalign.engine.loop import StepLoop
 from directalign.engine.model_card import model_card
 from directalign.engine.optim import StepOptimizer
-from directalign.engine.run import open_run, steps_plan
+from directalign.engine.run import RunOutputs, open_run, steps_plan
 from directalign.engine.save import base_model_id, gathered_state, save_policy
 from directalign.engine.sharding import full_model_state
 from directalign.errors import TrainingError
@@ -41,7 +41,7 @@ from directalign.training.samples import write_sample_generations
 
 
 @dataclass
-class TrainResult:
+class TrainResult(RunOutputs):
     output_dir: Path
     steps: int
     eval_before: dict | None
@@ -159,7 +159,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                 cfg, base_model=base_model_id(cfg.model), adapter=cfg.use_peft, data=data.description,
                 steps=final_step, eval_before=eval_before, eval_after=eval_after, warnings=guard.warnings,
             )
-            run.folder.finish(final_step, save_policy(cfg, policy.model, tokenizer, run.out, card, state))
+            run.finish(final_step, save_policy(cfg, policy.model, tokenizer, run.out, card, state))
         run.dist.barrier()
         return TrainResult(run.out, final_step, eval_before, eval_after, loop.last, guard.stop_message)
 

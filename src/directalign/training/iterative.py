@@ -159,7 +159,7 @@ def iterative_dpo(
                                            base_model_id(cfg.model))
             else:
                 outputs = save_policy(cfg, policy.model, tokenizer, run.out, card)
-            run.folder.finish(step, outputs)
+            run.finish(step, outputs)
         run.dist.barrier()
         if stopped:
             run.log(f"stopped: {guard.stop_message}")

@@ -130,7 +130,7 @@ def online_dpo(cfg: OnlineDPOConfig, reward_fn: RewardFunction | None = None, on
                 data=f"{cfg.prompts or 'built-in verifiable tasks'} ({len(train_prompts)} prompts)", steps=final_step,
                 eval_before=eval_before, eval_after=eval_after, warnings=guard.warnings,
             )
-            run.folder.finish(final_step, save_policy(cfg, policy.model, tokenizer, run.out, card, state))
+            run.finish(final_step, save_policy(cfg, policy.model, tokenizer, run.out, card, state))
         run.dist.barrier()
         return OnPolicyResult(run.out, final_step, eval_before, eval_after, loop.history)
 

@@ -50,7 +50,7 @@ def precompute_reference(run, cfg, policy, data, tokenizer):
             model=cfg.model,
             tokenizer=[tokenizer.name_or_path, len(tokenizer)],
             max_length=cfg.max_length,
-            max_prompt_length=cfg.max_prompt_length,
+            max_prompt_length=cfg.prompt_length_limit,
             bf16=cfg.bf16,
         )
         counts = [len(r.response_ids) for r in records]

@@ -20,6 +20,7 @@ from directalign.data.prompts import PromptSet
 from directalign.data.types import Message, TokenizedRecord
 from directalign.engine.files import atomic_write_text
 from directalign.engine.guard import heldout_kl
+from directalign.engine.run import RunOutputs
 from directalign.engine.sharding import gathered
 from directalign.evaluation.kl import prompt_ids as encode_prompt
 from directalign.generation.base import Completion, GenerationConfig, make_generator
@@ -30,7 +31,7 @@ from directalign.training.judged import JudgedGroup, judge_groups, judge_metrics
 
 
 @dataclass
-class OnPolicyResult:
+class OnPolicyResult(RunOutputs):
     output_dir: Path
     steps: int
     eval_before: dict | None

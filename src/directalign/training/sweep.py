@@ -22,6 +22,7 @@ from pathlib import Path
 
 from directalign.config import load_config
 from directalign.errors import ConfigError, TrainingError
+from directalign.progress import is_main_process
 from directalign.training.dpo import train
 
 STUDY_NAME = "directalign-sweep"
@@ -211,7 +212,7 @@ def run_sweep(
     if remaining:
         log(f"sweep {sweep_dir}: {complete} of {target} trials complete; running {remaining} more")
         # A run that fails on its own (a non-finite loss) fails its trial; a wrong config stops the sweep.
-        study.optimize(objective, n_trials=remaining, catch=(TrainingError,))
+        study.optimize(objective, n_trials=remaining, catch=(TrainingError,), show_progress_bar=is_main_process())
     results = collect_results(study, settings.metric, direction, settings.sampler, storage)
     (sweep_dir / "results.json").write_text(json.dumps(results, indent=2))
     return results
