@@ -1,6 +1,7 @@
 """KTO, online DPO, iterative DPO (the demo) and GRPO on the real embedded SmolLM2-135M-Instruct, a few steps each."""
 
 import math
+import re
 
 import pytest
 
@@ -60,4 +61,14 @@ def test_demo_runs_one_round_and_prints_the_table(tmp_path, capsys):
     assert main(["demo", "--output-dir", str(out), "--num-rounds", "1", "--prompts-per-round", "4", *SMALL]) == 0
     printed = capsys.readouterr().out
     assert "round  reward" in printed and "held-out reward" in printed
+    assert re.search(r"held-out content accuracy \d\.\d{3} -> \d\.\d{3} \([-+]\d\.\d{3}, 95% CI \[", printed)
     assert (out / "round_1" / "pairs.jsonl").is_file() and (out / "model" / "config.json").is_file()
+
+
+def test_demo_with_a_reward_function_judge(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--output-dir", str(out), "--num-rounds", "1", "--prompts-per-round", "4",
+                 "--judge", "reward:builtin_content", *SMALL]) == 0
+    assert "pairs judged by reward:builtin_content" in capsys.readouterr().out
+    sample = next(e for e in read_metrics(out / "metrics.jsonl") if e["split"] == "sample")
+    assert sample["judge/calls"] == 4 * 3 and sample["judge/consistency"] == 1.0  # C(3,2) pairs, one order each

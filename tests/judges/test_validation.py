@@ -75,3 +75,48 @@ def test_longer_is_better_baseline_on_llmbar_natural():
     (report,) = validate_judges([reward_function_judge(longer)], pairs_from_records(records, seed=0)).validations
     assert report.n == 100 and report.agreement == pytest.approx(0.56)
     assert report.kappa_interval[0] < 0 < report.kappa_interval[1]  # ... and nothing on LLMBar, built to defeat it
+
+
+def test_human_ceiling_by_hand():
+    from directalign.judges.validation import human_ceiling
+
+    votes = [{"A": 3, "B": 0, "tie": 0}, {"A": 2, "B": 1, "tie": 0}, {"A": 1, "B": 1, "tie": 1},
+             {"A": 2, "B": 0, "tie": 0}, {"A": 1, "B": 0, "tie": 0}]  # the last has one vote: no ceiling item
+    c = human_ceiling(["A", "B", "tie", None, "A"], votes)
+    assert c.n_items == 4 and c.annotator_vs_annotator == pytest.approx((1 + 1 / 3 + 0 + 1) / 4)
+    assert c.judge_vs_annotator == pytest.approx((1 + 1 / 3 + 1 / 3) / 3)  # the unparseable verdict left out
+    assert c.n_items_decisive == 4 and c.annotator_vs_annotator_decisive == pytest.approx((1 + 1 / 3 + 0 + 1) / 4)
+    assert c.judge_vs_annotator_decisive == pytest.approx((1 + 1 / 3) / 2)  # the judge's tie left out
+
+
+def test_annotation_exports_keep_their_votes(tmp_path):
+    import json
+
+    from directalign.judges.validation import annotation_pairs
+
+    rows = [
+        {"prompt": "q1", "chosen": "good", "rejected": "bad", "outcome": "chosen", "votes_chosen": 2,
+         "votes_rejected": 1, "votes_tie": 0, "votes_both_bad": 0},
+        {"prompt": "q2", "chosen": "x", "rejected": "y", "outcome": "tie", "votes_chosen": 1, "votes_rejected": 1,
+         "votes_tie": 1, "votes_both_bad": 1},
+    ]
+    path = tmp_path / "export.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    first, second = annotation_pairs(path, seed=0)
+    good = first.human  # "good" is shown as A or as B at random; its votes follow it
+    assert first.votes == {good: 2, {"A": "B", "B": "A"}[good]: 1, "tie": 0}
+    assert second.human == "tie" and second.votes["tie"] == 2 and sum(second.votes.values()) == 4
+    (report,) = validate_judges([reward_function_judge(longer)], [first, second], n_boot=0).validations
+    assert report.ceiling.n_items == 2
+    path.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
+    with pytest.raises(DataError, match="export.jsonl:1: no votes_chosen column"):
+        annotation_pairs(path)
+
+
+@pytest.mark.shared_data
+def test_pandalm_pairs_carry_the_three_annotators_votes():
+    pairs = pandalm_pairs(shared_path("pandalm-testset"))
+    assert all(sum(p.votes.values()) == 3 and max(p.votes, key=p.votes.get) == p.human for p in pairs)
+    (report,) = validate_judges([reward_function_judge(longer)], pairs[:200], n_boot=0).validations
+    c = report.ceiling
+    assert c.n_items == 200 and 0.5 < c.annotator_vs_annotator < 1 and 0 < c.judge_vs_annotator < 1

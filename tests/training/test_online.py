@@ -169,3 +169,19 @@ def test_a_reward_model_folder_is_a_reward_function(tiny_model_dir, tmp_path):
     scores = reward_from_specs([f"reward_model:{tmp_path / 'rm'}"])(["Name a colour."] * 2,
                                                                    ["Red.", "I would rather not say anything at all."])
     assert len(scores) == 2 and scores[0] != scores[1]
+
+
+def test_heldout_checks_and_the_paired_change_interval(tmp_path):
+    from directalign.training.rollout import heldout_checks, paired_change, write_samples
+
+    prompt = [{"role": "user", "content": "What is the capital of Japan? Answer in one word."}]
+    groups = []
+    for text in ("Tokyo", "The capital of Japan is Tokyo.", "Nagoya"):
+        g = group([0.0])
+        g.prompt, g.completions = prompt, [Completion(text, None, "stop")]
+        groups.append(g)
+    write_samples(tmp_path / "round_0.jsonl", groups)
+    assert heldout_checks(tmp_path / "round_0.jsonl") == [(True, True), (True, False), (False, True)]
+    change, low, high = paired_change([0, 0, 1, 1], [1, 1, 1, 1], n_boot=500)
+    assert change == 0.5 and 0 <= low <= 0.5 <= high <= 1
+    assert paired_change([1, 0], [1, 0]) == (0.0, 0.0, 0.0)  # no item changed: no spread

@@ -24,7 +24,8 @@ def register(subparsers) -> None:
         description="Judge human-labelled pairs (both orders; chosen shown first or second at random) and report "
         "each judge's agreement with the humans, and the judges' agreement with one another.",
     )
-    v.add_argument("--human", required=True, help="pandalm:FOLDER, llmbar:FILE, or any preference file")
+    v.add_argument("--human", required=True, help="pandalm:FOLDER, llmbar:FILE, annotate:FILE (an annotation "
+                   "project's dpo export, with its votes), or any preference file")
     add_judge_arguments(v)
     v.add_argument("--limit", type=COUNT, help="only the first N pairs")
     v.add_argument("--bootstrap", type=NONNEGATIVE_INT, default=1000, help="resamples for the kappa interval (0: none)")
@@ -84,12 +85,14 @@ def judges_of(args: argparse.Namespace) -> list:
 
 
 def human_pairs(spec: str, seed: int) -> list:
-    """Labelled pairs from "pandalm:FOLDER", "llmbar:FILE" or a preference file."""
-    from directalign.judges.validation import pairs_from_records, pandalm_pairs
+    """Labelled pairs from "pandalm:FOLDER", "llmbar:FILE", "annotate:FILE" or a preference file."""
+    from directalign.judges.validation import annotation_pairs, pairs_from_records, pandalm_pairs
 
     kind, _, path = spec.partition(":")
     if kind == "pandalm" and path:
         return pandalm_pairs(path)
+    if kind == "annotate" and path:
+        return annotation_pairs(path, seed)
     if kind == "llmbar" and path:
         from directalign.quality.sources import llmbar_records
 
@@ -119,6 +122,15 @@ def run_validate(args: argparse.Namespace) -> int:
             f"{v.judge:<32}{v.n_parsed:>8}{v.judge_ties:>6}{v.position_flips:>7}  {agreement:<24}{kappa:<26}"
             + (f"{v.decisive_agreement:.3f}" if v.decisive_agreement == v.decisive_agreement else "n/a (all ties)")
         )
+    ceilings = [v for v in report.validations if v.ceiling is not None]
+    if ceilings:
+        c = ceilings[0].ceiling
+        print(f"human-human ceiling (two different annotators of an item agree): {c.annotator_vs_annotator:.3f} with "
+              f"ties ({c.n_items} items with 2+ votes), {c.annotator_vs_annotator_decisive:.3f} without "
+              f"({c.n_items_decisive} items with 2+ decisive votes)")
+        for v in ceilings:
+            print(f"  {v.judge}: agrees with a random annotator {v.ceiling.judge_vs_annotator:.3f} with ties, "
+                  f"{v.ceiling.judge_vs_annotator_decisive:.3f} without")
     if report.judge_agreement.get("pairwise_kappa"):
         print(
             f"judges with one another: percent agreement {report.judge_agreement['percent_agreement']:.3f}, "

@@ -24,6 +24,7 @@ from directalign.config.groups import (
     HeldoutKLKeys,
     HubKeys,
     IterativeKeys,
+    JudgeKeys,
     KTOKeys,
     LoraKeys,
     ModelKeys,
@@ -88,6 +89,18 @@ def _check_loss(cfg, allowed: tuple[str, ...], loss_groups: tuple[type, ...]) ->
         readers = {k: [s.name for s in declared().values() if k in s.keys] for k in unread}
         detail = "; ".join(f"{k} is read by {', '.join(r) or 'no loss'}" for k, r in readers.items())
         raise ConfigError(f"{cfg.command}: loss_type {cfg.loss_type} does not read {', '.join(unread)} ({detail})")
+
+
+def _check_judge(cfg) -> None:
+    """Confidence-based label smoothing needs a loss that reads label_smoothing, and replaces its fixed value."""
+    if not cfg.judge_label_smoothing:
+        return
+    if "label_smoothing" not in loss_spec(cfg.loss_type, ("paired",)).keys:
+        raise ConfigError(f"{cfg.command}: judge_label_smoothing needs a loss that reads label_smoothing (sigmoid, "
+                          f"robust); loss_type {cfg.loss_type} does not")
+    if cfg.label_smoothing:
+        raise ConfigError(f"{cfg.command}: judge_label_smoothing sets each pair's label_smoothing from the judge; "
+                          "leave label_smoothing at 0")
 
 
 def _check_attention(cfg) -> None:
@@ -176,6 +189,7 @@ class OnlineDPOConfig(
     ForwardKeys,
     PromptKeys,
     SamplingKeys,
+    JudgeKeys,
     PairLossKeys,
     OptimKeys,
     HealthKeys,
@@ -197,6 +211,7 @@ class OnlineDPOConfig(
 
     def check(self) -> None:
         _check_loss(self, ("paired",), (PairLossKeys,))
+        _check_judge(self)
 
 
 @dataclass
@@ -208,6 +223,7 @@ class IterativeDPOConfig(
     PromptKeys,
     SamplingKeys,
     IterativeKeys,
+    JudgeKeys,
     PairLossKeys,
     OptimKeys,
     HealthKeys,
@@ -229,6 +245,7 @@ class IterativeDPOConfig(
 
     def check(self) -> None:
         _check_loss(self, ("paired",), (PairLossKeys,))
+        _check_judge(self)
 
 
 @dataclass

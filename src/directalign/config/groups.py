@@ -282,6 +282,40 @@ class IterativeKeys:
     update_reference: bool = key(True, "each round's policy becomes the next round's reference")
 
 
+JUDGE_RULES = ("flip-tie", "mean-probability")  # judges.pairwise.RULES (config stays free of torch imports)
+
+
+@dataclass
+class JudgeKeys:
+    """A pairwise judge as the pair source of online and iterative DPO (training/judged.py)."""
+
+    judge: str | None = key(
+        None, "pair source: a judge (openai:MODEL[@URL], local:MODEL, reward-model:DIR, reward:FUNCTION) ranks "
+        "each prompt's samples by pairwise wins (both orders), best vs worst; none: the reward functions"
+    )
+    judge_base_url: str | None = key(None, "server of an openai: judge (default $OPENAI_BASE_URL; key: "
+                                           "$OPENAI_API_KEY)", result=False)
+    judge_concurrency: int = key(8, "requests an openai: judge keeps in flight", low=1, result=False)
+    judge_batch_size: int = key(8, "pairs per forward pass of a local or reward-model judge", low=1, result=False)
+    judge_tie_margin: float = key(0.0, "local and score judges: a smaller lead is a tie", low=0)
+    judge_rule: str = key("flip-tie", "how the verdicts on both orders combine", choices=JUDGE_RULES)
+    judge_swap: bool = key(True, "judge both orders (position debiasing; false: the first order decides)")
+    judge_length_penalty: float = key(
+        0.0, "selection score = wins / (k - 1) - this x length / max_new_tokens (0: lengths do not count)", low=0
+    )
+    judge_label_smoothing: bool = key(
+        False, "each pair's label_smoothing = 1 - the judge's confidence in it (at most 0.45; losses that read "
+        "label_smoothing)"
+    )
+
+    def check(self) -> None:
+        if self.judge is None:
+            defaults = {f.name: f.default for f in JudgeKeys.__dataclass_fields__.values()}
+            changed = [k for k, v in defaults.items() if k != "judge" and getattr(self, k) != v]
+            if changed:
+                raise ConfigError(f"{', '.join(changed)}: set judge too (these keys configure the judge)")
+
+
 @dataclass
 class RewardModelKeys:
     margin: float = key(0.0, "Bradley-Terry margin m: -log sigmoid(r_c - r_r - m)", low=0)

@@ -207,13 +207,15 @@ def judge_from_spec(
     api_key: str | None = None,
     tie_margin: float = 0.0,
     batch_size: int = 4,
+    concurrency: int = 8,
 ) -> Any:
     """A judge from "KIND:ARGUMENT".
 
     openai:MODEL (served at base_url, else $OPENAI_BASE_URL, else http://localhost:8000/v1) or openai:MODEL@URL
     (served at URL, whatever base_url says), local:MODEL (embedded name, folder or hub id; log-prob judge),
     reward-model:DIR (a `directalign reward-model train` output), reward:MODULE:FUNCTION or
-    reward:FILE.py:FUNCTION (a reward function).
+    reward:FILE.py:FUNCTION (a reward function; also reward:builtin and reward:builtin_content, the built-in
+    tasks' verifier and its content half). concurrency: requests an openai: judge keeps in flight.
     """
     kind, _, argument = spec.partition(":")
     if kind not in SPEC_KINDS or not argument:
@@ -221,7 +223,7 @@ def judge_from_spec(
     if kind == "openai":
         at_url = _MODEL_AT_URL.match(argument)
         model, url = (at_url["model"], at_url["url"]) if at_url else (argument, base_url)
-        return OpenAIJudge(model, url, api_key, name=spec)
+        return OpenAIJudge(model, url, api_key, concurrency=concurrency, name=spec)
     if kind == "local":
         from directalign.models.loading import load_model, load_tokenizer
 
@@ -230,9 +232,9 @@ def judge_from_spec(
         from directalign.reward_models.scoring import RewardModel
 
         return reward_model_judge(RewardModel.load(argument, batch_size=batch_size), tie_margin, name=spec)
-    from directalign.generation.rewards import load_reward_function
+    from directalign.generation.rewards import reward_from_spec
 
-    return reward_function_judge(load_reward_function(argument), tie_margin, name=spec)
+    return reward_function_judge(reward_from_spec(argument), tie_margin, name=spec)
 
 
 def _single_token_ids(tokenizer: Any, letter: str) -> list[int]:

@@ -63,7 +63,11 @@ def judge_pairs(
     swap: bool = True,
     rule: str = "flip-tie",
 ) -> list[PairJudgement]:
-    """Judge every pair, in both orders unless swap=False or the judge is order-invariant, and resolve."""
+    """Judge every pair, in both orders unless swap=False or the judge is order-invariant, and resolve.
+
+    The pairs go to the judge in chunks (which pace the progress bar), each chunk's two orders in one call (the
+    pairs, then the same pairs swapped), so that an endpoint judge has both in flight at once and a local judge
+    fills its batches."""
     check_pairs(prompts, responses_a, responses_b)
     if rule not in RULES:
         raise ConfigError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
@@ -73,10 +77,14 @@ def judge_pairs(
     with bar(total=len(prompts) * (2 if both else 1), desc=f"judging with {judge.name}", unit="verdict") as shown:
         for start in range(0, len(prompts), chunk):  # verdicts are per pair: chunks only pace the bar
             part = slice(start, start + chunk)
-            forward += judge.judge(prompts[part], responses_a[part], responses_b[part])
-            if both:
-                swapped += judge.judge(prompts[part], responses_b[part], responses_a[part])
-            shown.update(len(prompts[part]) * (2 if both else 1))
+            p, a, b = list(prompts[part]), list(responses_a[part]), list(responses_b[part])
+            if both:  # both orders of the chunk in one call, all in flight at once for an endpoint
+                verdicts = judge.judge(p * 2, a + b, b + a)
+                forward += verdicts[: len(p)]
+                swapped += verdicts[len(p) :]
+            else:
+                forward += judge.judge(p, a, b)
+            shown.update(len(p) * (2 if both else 1))
     if not both:
         return [resolve(verdict, rule=rule) for verdict in forward]
     return [resolve(f, mirror(s), rule) for f, s in zip(forward, swapped, strict=True)]

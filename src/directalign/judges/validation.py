@@ -6,6 +6,13 @@ Wilson interval, Cohen's kappa (quality.agreement.cohen_kappa) with a percentile
 pairs, agreement on the pairs where both sides are decisive, and the confusion counts. Human labels drawn from
 preference records are shown in a random (seeded) order, chosen as A or as B with equal chance: shown always
 first, a judge that favours the first position would look accurate.
+
+Where each pair keeps its annotators' votes (PandaLM's three annotators, the annotation app's dpo export with
+its votes_* columns), the judge is also set against the human-human ceiling on one scale: the chance that the
+judge agrees with one annotator drawn at random, beside the chance that two different annotators drawn at
+random agree with each other (items with at least two votes), with ties and without (decisive votes only, the
+judge's ties left out). A judge near the ceiling agrees with people about as often as they agree with one
+another.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ class LabelledPair:
     response_b: str
     human: str
     source: str = ""
+    votes: dict[str, int] | None = None  # each label's annotator votes ("A", "B", "tie"), where known
 
 
 def pairs_from_records(records: Sequence[PreferenceRecord], seed: int = 0) -> list[LabelledPair]:
@@ -63,17 +71,76 @@ def pandalm_pairs(folder: str | Path, ties: bool = True) -> list[LabelledPair]:
     rows = json.loads(path.read_text(encoding="utf-8"))
     pairs = []
     for number, row in enumerate(rows, start=1):
-        label, count = Counter(row[f"annotator{k}"] for k in (1, 2, 3)).most_common(1)[0]
+        counts = Counter(row[f"annotator{k}"] for k in (1, 2, 3))
+        label, count = counts.most_common(1)[0]
         if count < 2 or (label == 0 and not ties):
             continue
         prompt = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
         # A few responses are JSON booleans (a model that answered "True"): read them as the text they were.
         response_a, response_b = str(row["response1"]), str(row["response2"])
         human = {0: "tie", 1: "A", 2: "B"}[label]
-        pairs.append(
-            LabelledPair([{"role": "user", "content": prompt}], response_a, response_b, human, f"{path}:{number}")
-        )
+        votes = {name: counts[code] for code, name in ((1, "A"), (2, "B"), (0, "tie"))}
+        pairs.append(LabelledPair([{"role": "user", "content": prompt}], response_a, response_b, human,
+                                  f"{path}:{number}", votes))
     return pairs
+
+
+def annotation_pairs(path: str | Path, seed: int = 0) -> list[LabelledPair]:
+    """The pairs of an annotation project's dpo export (`directalign annotate export --format dpo`, with
+    --keep-ties for the tied items) with their votes: votes_chosen, votes_rejected, and votes_tie plus
+    votes_both_bad as ties (neither response better). Chosen is shown as A or as B at random (seeded)."""
+    from directalign.data.formats import load_records
+
+    path = Path(path)
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    missing = next((i for i, row in enumerate(rows, 1) if "votes_chosen" not in row), None)
+    if missing is not None:
+        raise DataError(f"{path}:{missing}: no votes_chosen column (expected `directalign annotate export "
+                        "--format dpo` output)")
+    records = load_records(str(path)).records
+    pairs = pairs_from_records(records, seed)
+    for pair, row in zip(pairs, rows, strict=True):
+        chosen, rejected = ("A", "B") if pair.human == "A" else ("B", "A")
+        pair.votes = {chosen: int(row["votes_chosen"]), rejected: int(row["votes_rejected"]),
+                      "tie": int(row.get("votes_tie", 0)) + int(row.get("votes_both_bad", 0))}
+        if row.get("outcome") in ("tie", "both_bad"):
+            pair.human = "tie"
+    return pairs
+
+
+@dataclass
+class HumanCeiling:
+    """The judge against one random annotator, and two random annotators against each other (module docstring)."""
+
+    judge_vs_annotator: float
+    annotator_vs_annotator: float
+    n_items: int
+    judge_vs_annotator_decisive: float
+    annotator_vs_annotator_decisive: float
+    n_items_decisive: int
+
+
+def human_ceiling(judged: Sequence[str | None], votes: Sequence[dict[str, int]]) -> HumanCeiling:
+    """Agreement rates on items with at least two votes (judge rates over its parseable verdicts there)."""
+    judge, human, judge_d, human_d = [], [], [], []
+    for winner, counts in zip(judged, votes, strict=True):
+        n = sum(counts.values())
+        if n < 2:
+            continue
+        human.append(sum(c * (c - 1) for c in counts.values()) / (n * (n - 1)))
+        if winner is not None:
+            judge.append(counts.get(winner, 0) / n)
+        decisive = {k: counts.get(k, 0) for k in ("A", "B")}
+        d = sum(decisive.values())
+        if d >= 2:
+            human_d.append(sum(c * (c - 1) for c in decisive.values()) / (d * (d - 1)))
+            if winner in ("A", "B"):
+                judge_d.append(decisive[winner] / d)
+
+    def mean(values):
+        return sum(values) / len(values) if values else float("nan")
+
+    return HumanCeiling(mean(judge), mean(human), len(human), mean(judge_d), mean(human_d), len(human_d))
 
 
 @dataclass
@@ -93,6 +160,7 @@ class JudgeValidation:
     n_decisive: int
     confusion: dict[str, dict[str, int]] = field(default_factory=dict)
     confidence: float = 0.95
+    ceiling: HumanCeiling | None = None
 
     @property
     def coverage(self) -> float:
@@ -109,8 +177,10 @@ def validate_judgements(
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    votes: Sequence[dict[str, int] | None] | None = None,
 ) -> JudgeValidation:
-    """Compare judgements with parallel human labels ("A", "B", "tie")."""
+    """Compare judgements with parallel human labels ("A", "B", "tie"), and with the human-human ceiling where
+    every pair has its votes."""
     if len(judgements) != len(human):
         raise DataError(f"{len(judgements)} judgements for {len(human)} human labels")
     bad = sorted({h for h in human if h not in WINNERS})
@@ -137,6 +207,7 @@ def validate_judgements(
         n_decisive=len(decisive),
         confusion={h: counts for h, counts in confusion.items() if any(counts.values())},
         confidence=confidence,
+        ceiling=human_ceiling(judged, votes) if votes and all(v is not None for v in votes) else None,
     )
 
 
@@ -164,10 +235,11 @@ def validate_judges(
         raise DataError("no labelled pairs to validate the judge on")
     ensemble = JudgeEnsemble(judges, swap, rule)
     result = ensemble.run([p.prompt for p in pairs], [p.response_a for p in pairs], [p.response_b for p in pairs])
-    human = [p.human for p in pairs]
-    validations = [validate_judgements(n, js, human, n_boot, seed=seed) for n, js in result.per_judge.items()]
+    human, votes = [p.human for p in pairs], [p.votes for p in pairs]
+    validations = [validate_judgements(n, js, human, n_boot, seed=seed, votes=votes)
+                   for n, js in result.per_judge.items()]
     if len(judges) > 1:
-        validations.append(validate_judgements("ensemble", result.judgements, human, n_boot, seed=seed))
+        validations.append(validate_judgements("ensemble", result.judgements, human, n_boot, seed=seed, votes=votes))
     return ValidationReport(validations, result.agreement)
 
 

@@ -3,7 +3,8 @@ are more CRINGE than others"; Xiong et al. 2024, "Iterative Preference Learning 
 shared run engine, each round resumable.
 
 Round r samples num_generations completions for prompts_per_round training prompts from the current policy
-(each process its share, per-prompt seeds), pairs each prompt's best against its worst (ties skipped), writes
+(each process its share, per-prompt seeds), pairs each prompt's best against its worst (ties skipped; with
+`judge` set, ranked by a pairwise judge, training/judged.py), writes
 round_r/rollout.json (token ids and rewards, what the round trains on), round_r/pairs.jsonl (a conversational
 preference file `directalign train --data` reads) and round_r/samples.jsonl, trains num_train_epochs (or
 max_steps) over the pairs with the configured loss and a fresh optimizer (checkpoints in round_r/), and measures
@@ -48,6 +49,7 @@ from directalign.models.loading import load_tokenizer
 from directalign.models.logprobs import ResponseLogProbs, sequence_logps
 from directalign.models.policy import add_adapter, build_policy
 from directalign.models.reference import AdapterReference, frozen_copy, live_reference
+from directalign.training.judged import JudgedGroup, judge_from_config
 from directalign.training.objective import pair_loss, pair_metrics, pair_terms
 from directalign.training.rollout import (
     Group,
@@ -55,6 +57,7 @@ from directalign.training.rollout import (
     best_worst_pairs,
     generation_config,
     heldout_eval,
+    pair_smoothing,
     sampling_metrics,
     shared_sampling,
     write_samples,
@@ -73,10 +76,11 @@ def _read_record(path: Path) -> dict:
 
 
 def iterative_dpo(
-    cfg: IterativeDPOConfig, reward_fn: RewardFunction | None = None, on_round=None, on_step=None
+    cfg: IterativeDPOConfig, reward_fn: RewardFunction | None = None, on_round=None, on_step=None, judge=None
 ) -> OnPolicyResult:
-    """Run (or resume) num_rounds rounds; reward_fn overrides cfg.reward_funcs. `on_round(round, eval)` after each
-    round, `on_step(step, metrics)` after each optimizer step (steps counted over the whole run)."""
+    """Run (or resume) num_rounds rounds; reward_fn overrides cfg.reward_funcs, judge (a judges.base.PairwiseJudge)
+    cfg.judge. `on_round(round, eval)` after each round, `on_step(step, metrics)` after each optimizer step (steps
+    counted over the whole run)."""
     with open_run(cfg) as run:
         # Data: prompts and the reward.
         tokenizer = load_tokenizer(cfg.model)
@@ -85,6 +89,7 @@ def iterative_dpo(
             raise DataError("no training prompts")
         reward_fn = reward_fn or reward_from_specs(cfg.reward_funcs, cfg.reward_weights,
                                                  [*train_prompts.prompts, *held.prompts])
+        judge = judge if judge is not None else judge_from_config(cfg)
         prompt_schedule = MicroBatches(len(train_prompts), cfg.prompts_per_round, 1, cfg.seed)
 
         # Model: the policy, the starting model the held-out KL is measured to, the moving reference.
@@ -131,11 +136,12 @@ def iterative_dpo(
                     guard.load_state_dict(record["guard"], None)
             else:
                 groups = rollout(run, cfg, rounds, policy, tokenizer, train_prompts, prompt_schedule, reward_fn,
-                                 round_number, step)
+                                 round_number, step, judge)
                 records, _ = best_worst_pairs(groups)
+                smoothing = pair_smoothing(groups) if cfg.judge_label_smoothing else None
                 if records:
                     step = train_round(run, cfg, policy, reference, guard, tokenizer, records, round_number, step,
-                                       on_step)
+                                       on_step, smoothing)
                 event = evaluate(round_number, step)
                 rounds.finish(round_number, step, event, trainable_state(policy), guard.state_dict()[0])
                 if on_round is not None:
@@ -172,7 +178,7 @@ def iterative_dpo(
 
 
 def rollout(run, cfg, rounds, policy, tokenizer, train_prompts, prompt_schedule, reward_fn, round_number: int,
-            step: int) -> list[Group]:
+            step: int, judge=None) -> list[Group]:
     """The round's scored samples: the interrupted round's rollout when resuming, else sampled now (each
     process its share) and written to round_<r>/ with its pairs file."""
     groups = rounds.rollout(round_number)
@@ -182,20 +188,25 @@ def rollout(run, cfg, rounds, policy, tokenizer, train_prompts, prompt_schedule,
                                batch_size=cfg.generation_batch_size)
     indices = prompt_schedule.indices(round_number - 1, 0)
     groups = shared_sampling(run, policy, generator, tokenizer, train_prompts, indices, generation_config(cfg),
-                             reward_fn, round_number)
+                             reward_fn, round_number, judge)
     rounds.write_rollout(round_number, groups)
     records, ties = best_worst_pairs(groups)
-    run.metrics.write({"round": round_number, "split": "sample", "step": step, "pairs": len(records),
-                       **sampling_metrics(groups)})
-    run.log(f"round {round_number}: {len(groups)} prompts, {len(records)} pairs ({ties} prompts tied) -> "
-            f"{rounds.folder(round_number) / 'pairs.jsonl'}")
+    metrics = sampling_metrics(groups)
+    run.metrics.write({"round": round_number, "split": "sample", "step": step, "pairs": len(records), **metrics})
+    judged = ""
+    if "judge/calls" in metrics:
+        judged = (f", judged by {getattr(judge, 'name', 'the judge')}: {metrics['judge/calls']:.0f} calls in "
+                  f"{metrics['judge/latency_s']:.1f} s, consistency {metrics['judge/consistency']:.2f}, "
+                  f"tie rate {metrics['judge/tie_rate']:.2f}")
+    run.log(f"round {round_number}: {len(groups)} prompts, {len(records)} pairs ({ties} prompts without one{judged})"
+            f" -> {rounds.folder(round_number) / 'pairs.jsonl'}")
     return groups
 
 
 def train_round(run, cfg, policy, reference, guard, tokenizer, records, round_number: int, step: int,
-                on_step=None) -> int:
+                on_step=None, smoothing: list[float] | None = None) -> int:
     """num_train_epochs (or max_steps) of the pair loss over this round's pairs, a fresh optimizer, checkpoints in
-    round_<r>/; returns the run's step count after it."""
+    round_<r>/; returns the run's step count after it. smoothing: each record's label smoothing (the judge's)."""
     schedule = MicroBatches(len(records), cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps,
                             cfg.seed + round_number, run.dist.world)
     steps = cfg.max_steps if cfg.max_steps > 0 else schedule.steps_for(cfg.num_train_epochs)
@@ -217,7 +228,8 @@ def train_round(run, cfg, policy, reference, guard, tokenizer, records, round_nu
                 policy_logps = sequence_logps(wrapped(batch), batch)
                 ref_logps = reference.sequence_logps(batch) if reference is not None else None
                 terms = pair_terms(policy_logps.float(), None if ref_logps is None else ref_logps.float(), batch)
-                losses, chosen_r, rejected_r = pair_loss(cfg, terms)
+                eps = None if smoothing is None else torch.tensor([smoothing[i] for i in indices], device=run.device)
+                losses, chosen_r, rejected_r = pair_loss(cfg, terms, eps)
                 loop.backward(losses.sum() * (0.0 if padding else 1.0), total)
             if not padding:
                 loop.add(pair_metrics(terms, losses.mean(), chosen_r, rejected_r), len(indices))
@@ -316,8 +328,9 @@ class Rounds:
         for row in rows:
             completions = [Completion(text, ids, reason)
                            for text, ids, reason in zip(row["texts"], row["response_ids"], row["finish"], strict=True)]
+            judged = JudgedGroup.from_dict(row["judged"]) if row.get("judged") else None
             groups.append(Group(row["prompt"], row["prompt_ids"], completions, row["response_ids"], row["rewards"],
-                                row["per_function"]))
+                                row["per_function"], judged))
         return groups
 
     def write_rollout(self, round_number: int, groups: list[Group]) -> None:
@@ -325,7 +338,8 @@ class Rounds:
             folder = self.folder(round_number)
             rows = [{"prompt": g.prompt, "prompt_ids": g.prompt_ids, "response_ids": g.response_ids,
                      "texts": [c.text for c in g.completions], "finish": [c.finish_reason for c in g.completions],
-                     "rewards": g.rewards, "per_function": g.per_function} for g in groups]
+                     "rewards": g.rewards, "per_function": g.per_function,
+                     "judged": g.judged.to_dict() if g.judged is not None else None} for g in groups]
             atomic_write_text(folder / "pairs.jsonl", pairs_jsonl(groups))
             write_samples(folder / "samples.jsonl", groups)
             atomic_write_json(folder / "rollout.json", rows)  # last: its presence means the rollout is whole
@@ -333,21 +347,25 @@ class Rounds:
 
 
 def pairs_jsonl(groups: list[Group]) -> str:
-    """Best-vs-worst pairs as conversational preference rows with their scores."""
+    """Best-vs-worst pairs as conversational preference rows with their rewards (and, for judged pairs, the
+    judge's selection scores and confidence)."""
     rows = []
     for g in groups:
-        records, _ = best_worst_pairs([g])
-        if not records:
+        pair = g.pair()
+        if pair is None:
             continue
-        best = g.response_ids.index(records[0].response_ids[0])
-        worst = g.response_ids.index(records[0].response_ids[1])
-        rows.append(json.dumps({
+        best, worst = pair
+        row = {
             "prompt": g.prompt,
             "chosen": [{"role": "assistant", "content": g.completions[best].text}],
             "rejected": [{"role": "assistant", "content": g.completions[worst].text}],
             "score_chosen": g.rewards[best],
             "score_rejected": g.rewards[worst],
-        }, ensure_ascii=False))
+        }
+        if g.judged is not None:
+            row.update(judge_score_chosen=g.judged.scores[best], judge_score_rejected=g.judged.scores[worst],
+                       judge_confidence=g.judged.confidence)
+        rows.append(json.dumps(row, ensure_ascii=False))
     return "".join(row + "\n" for row in rows)
 
 

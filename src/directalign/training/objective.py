@@ -37,9 +37,25 @@ def implicit_rewards(kind: str, t: PairTerms, beta: float) -> tuple[torch.Tensor
     return beta * t.policy_chosen.detach(), beta * t.policy_rejected.detach()
 
 
-def pair_loss(cfg, t: PairTerms) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-pair loss of cfg.loss_type and the implicit rewards of chosen and rejected (detached)."""
+class _Overridden:
+    """cfg with some keys replaced (a per-pair label_smoothing tensor), for the registered loss to read."""
+
+    def __init__(self, cfg, **values):
+        self._cfg, self._values = cfg, values
+
+    def __getattr__(self, name):
+        return self._values[name] if name in self._values else getattr(self._cfg, name)
+
+
+def pair_loss(cfg, t: PairTerms, label_smoothing: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair loss of cfg.loss_type and the implicit rewards of chosen and rejected (detached).
+
+    label_smoothing: one value per pair in place of cfg.label_smoothing (a judge's confidence in each pair,
+    training/judged.py); only for losses that read label_smoothing (config checks it)."""
     spec = loss_spec(cfg.loss_type, ("paired",))
+    if label_smoothing is not None:
+        cfg = _Overridden(cfg, label_smoothing=label_smoothing.to(t.policy_chosen.dtype))
     loss = loss_function(cfg.loss_type)(t, cfg)
     if "rpo_alpha" in spec.keys and cfg.rpo_alpha is not None:
         loss = loss + cfg.rpo_alpha * nll_loss(t.policy_chosen, t.chosen_lengths)

@@ -4,7 +4,8 @@ Feedback") on the shared run engine.
 Every step takes per_device_train_batch_size x processes x gradient_accumulation_steps training prompts,
 samples num_generations completions for each from the current policy (each process its share, with per-prompt
 seeds), scores them, pairs each prompt's best completion against its worst (a prompt whose completions all
-score the same gives no pair), and takes one step of the configured pair loss on those fresh pairs against the
+score the same gives no pair; with `judge` set, a pairwise judge ranks them instead, training/judged.py), and
+takes one step of the configured pair loss on those fresh pairs against the
 reference (the policy with its LoRA disabled, or a frozen copy). A pair is a two-response record, so it goes
 through the same batching, shared-prompt forward pass and registered loss as offline data; the loss is
 normalised by the step's pairs over every process. A step with no pair anywhere only advances the schedule.
@@ -13,6 +14,8 @@ setup -> data (prompts, reward) -> model -> loop -> save, as every trainer.
 """
 
 from __future__ import annotations
+
+import torch
 
 from directalign.config import OnlineDPOConfig
 from directalign.data.batching import build_batch
@@ -32,20 +35,24 @@ from directalign.models.loading import load_tokenizer
 from directalign.models.logprobs import ResponseLogProbs, sequence_logps
 from directalign.models.policy import build_policy
 from directalign.models.reference import live_reference
+from directalign.training.judged import judge_from_config
 from directalign.training.objective import pair_loss, pair_metrics, pair_terms
 from directalign.training.rollout import (
     OnPolicyResult,
     best_worst_pairs,
     generation_config,
     heldout_eval,
+    pair_smoothing,
     sampling_metrics,
     shared_sampling,
 )
 
 
-def online_dpo(cfg: OnlineDPOConfig, reward_fn: RewardFunction | None = None, on_step=None) -> OnPolicyResult:
+def online_dpo(cfg: OnlineDPOConfig, reward_fn: RewardFunction | None = None, on_step=None,
+               judge=None) -> OnPolicyResult:
     """Run (or resume) online DPO; reward_fn overrides cfg.reward_funcs (any `f(prompts, completions, **columns)`
-    callable). `on_step(step, metrics)` is called after every step."""
+    callable), judge (any judges.base.PairwiseJudge) cfg.judge. `on_step(step, metrics)` is called after every
+    step."""
     with open_run(cfg) as run:
         # Data: prompts and the reward.
         tokenizer = load_tokenizer(cfg.model)
@@ -54,6 +61,7 @@ def online_dpo(cfg: OnlineDPOConfig, reward_fn: RewardFunction | None = None, on
             raise DataError("no training prompts")
         reward_fn = reward_fn or reward_from_specs(cfg.reward_funcs, cfg.reward_weights,
                                                  [*train_prompts.prompts, *held.prompts])
+        judge = judge if judge is not None else judge_from_config(cfg)
         schedule = MicroBatches(len(train_prompts), cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps,
                                 cfg.seed, run.dist.world)
         total_steps = cfg.max_steps if cfg.max_steps > 0 else schedule.steps_for(cfg.num_train_epochs)
@@ -84,8 +92,9 @@ def online_dpo(cfg: OnlineDPOConfig, reward_fn: RewardFunction | None = None, on
         for step in loop:
             micro = [schedule.indices(step, m) for m in range(cfg.gradient_accumulation_steps)]
             groups = [shared_sampling(run, policy, generator, tokenizer, train_prompts, indices, generation_config(cfg),
-                                      reward_fn, step) for indices in micro]
+                                      reward_fn, step, judge) for indices in micro]
             pairs = [best_worst_pairs(g)[0] for g in groups]
+            smoothing = [pair_smoothing(g) for g in groups] if cfg.judge_label_smoothing else None
             total = sum(len(p) for p in pairs)
             loop.add({**sampling_metrics([g for part in groups for g in part]), "pairs": total})
             wrapped.train()
@@ -93,14 +102,18 @@ def online_dpo(cfg: OnlineDPOConfig, reward_fn: RewardFunction | None = None, on
                 if total == 0:
                     break
                 mine, padding = run.dist.shard(micro_pairs), False
+                eps = run.dist.shard(smoothing[m]) if smoothing is not None else None
                 if not mine:  # this process has no pair in this micro-batch: a zero-weight one keeps DDP in step
                     mine, padding = (micro_pairs or [p for part in pairs for p in part])[:1], True
+                    eps = [0.0] if smoothing is not None else None
                 batch = build_batch(mine, tokenizer.pad_token_id, cfg.layout, cfg.max_tokens_per_row).to(run.device)
                 with optim.sync(wrapped, last=m == len(pairs) - 1), run.accelerator.autocast():
                     policy_logps = sequence_logps(wrapped(batch), batch)
                     ref_logps = reference.sequence_logps(batch) if reference is not None else None
                     terms = pair_terms(policy_logps.float(), None if ref_logps is None else ref_logps.float(), batch)
-                    losses, chosen_r, rejected_r = pair_loss(cfg, terms)
+                    losses, chosen_r, rejected_r = pair_loss(
+                        cfg, terms, None if eps is None else torch.tensor(eps, device=run.device)
+                    )
                     loop.backward(losses.sum() * (0.0 if padding else 1.0), total)
                 if not padding:
                     loop.add(pair_metrics(terms, losses.mean(), chosen_r, rejected_r), len(mine))

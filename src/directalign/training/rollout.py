@@ -3,7 +3,8 @@ best-vs-worst pairs, the held-out reward eval, and the per-prompt seeds that mak
 many processes share the work.
 
 A Group is one prompt with its sampled completions, kept as the token ids the policy produced (no decode /
-re-encode round trip, so the log-probs trained on are those of the sequences sampled), and their rewards.
+re-encode round trip, so the log-probs trained on are those of the sequences sampled), their rewards, and, when
+a judge is the pair source (training/judged.py), the judge's ranking of them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from directalign.generation.base import Completion, GenerationConfig, make_gener
 from directalign.generation.rewards import reward_breakdown
 from directalign.generation.seeded import generate_seeded
 from directalign.quality.pairs import choose_pairs
+from directalign.training.judged import JudgedGroup, judge_groups, judge_metrics
 
 
 @dataclass
@@ -45,6 +47,14 @@ class Group:
     response_ids: list[list[int]]
     rewards: list[float]
     per_function: dict[str, list[float]]
+    judged: JudgedGroup | None = None
+
+    def pair(self) -> tuple[int, int] | None:
+        """(best, worst): the judge's pair when a judge ranked the samples, else by reward (ties: none)."""
+        if self.judged is not None:
+            return self.judged.pair
+        pairs = choose_pairs(self.rewards, "best-vs-worst")
+        return pairs[0] if pairs else None
 
 
 def prompt_seed(seed: int, step: int, index: int) -> int:
@@ -103,31 +113,46 @@ def sample_groups(generator, tokenizer, prompts: PromptSet, config, reward_fn, s
 
 
 def shared_sampling(run, policy, generator, tokenizer, prompts: PromptSet, indices: list[int], config, reward_fn,
-                    step: int) -> list[Group]:
+                    step: int, judge=None) -> list[Group]:
     """Every group of the prompts at `indices`: each process samples its share (under FSDP, with the policy's
-    parameters gathered, all of them), every process gets them all."""
+    parameters gathered, all of them), every process gets them all. With a judge, each process judges its
+    share (under FSDP the main process judges and sends the rankings, so an endpoint is asked once)."""
     start, end = run.dist.share_bounds(len(indices))
     mine = indices[start:end]
     seeds = [prompt_seed(run.cfg.seed, step, i) for i in mine]
     with gathered(policy):
         local = sample_groups(generator, tokenizer, prompts.take(mine), config, reward_fn, seeds)
+    if judge is not None:
+        if run.dist.shares_work:
+            ranked = judge_groups(judge, local, run.cfg)
+        else:  # every process sampled every group
+            ranked = run.dist.broadcast(judge_groups(judge, local, run.cfg) if run.dist.is_main else None)
+        for group, judged in zip(local, ranked, strict=True):
+            group.judged = judged
     return run.dist.pool(local)
 
 
 def best_worst_pairs(groups: list[Group]) -> tuple[list[TokenizedRecord], int]:
-    """One (best, worst) pair per group as a two-response record (quality.pairs.choose_pairs, the one
-    best-vs-worst rule), and the number of groups skipped because every completion scored the same."""
+    """One (best, worst) pair per group as a two-response record (Group.pair: by the judge, or by reward through
+    quality.pairs.choose_pairs, the one best-vs-worst rule), and the number of groups that gave none (every
+    completion scored the same, or the judge's verdict dropped the pair)."""
     records, ties = [], 0
     for i, g in enumerate(groups):
-        pairs = choose_pairs(g.rewards, "best-vs-worst")
-        if not pairs:
+        pair = g.pair()
+        if pair is None:
             ties += 1
             continue
-        best, worst = pairs[0]
+        best, worst = pair
         records.append(
             TokenizedRecord(g.prompt_ids, [g.response_ids[best], g.response_ids[worst]], [(0, 1)], source=f"group:{i}")
         )
     return records, ties
+
+
+def pair_smoothing(groups: list[Group]) -> list[float]:
+    """The label smoothing of each record best_worst_pairs makes from these groups, in its order: 1 - the
+    judge's confidence in the pair (training/judged.py), 0 for reward-function pairs."""
+    return [g.judged.label_smoothing if g.judged is not None else 0.0 for g in groups if g.pair() is not None]
 
 
 def sampling_metrics(groups: list[Group]) -> dict[str, float]:
@@ -149,6 +174,7 @@ def sampling_metrics(groups: list[Group]) -> dict[str, float]:
         scores = torch.tensor([s for g in groups for s in g.per_function[name]])
         metrics[f"rewards/{name}/mean"] = scores.mean().item()
         metrics[f"rewards/{name}/std"] = scores.std().item() if scores.numel() > 1 else 0.0
+    metrics.update(judge_metrics(groups))
     return metrics
 
 
@@ -164,6 +190,29 @@ def builtin_breakdown(groups: list[Group], kinds: list[str]) -> dict[str, float]
         scores = [g.rewards[0] for g, k in zip(groups, kinds, strict=True) if k == kind]
         result[f"reward/{kind}"] = sum(scores) / len(scores)
     return result
+
+
+def heldout_checks(samples_file) -> list[tuple[bool, bool]]:
+    """(content right, format followed) of each held-out answer in an eval_samples/<tag>.jsonl of built-in task
+    prompts, in file order."""
+    rows = [json.loads(line) for line in Path(samples_file).read_text(encoding="utf-8").splitlines() if line]
+    return [check(row["prompt"][-1]["content"], row["completion"]) for row in rows]
+
+
+def paired_change(before: list[float], after: list[float], n_boot: int = 2000, confidence: float = 0.95,
+                  seed: int = 0) -> tuple[float, float, float]:
+    """The change of a mean over the same items, after - before, and its percentile bootstrap interval
+    (items resampled in pairs, so each item's before and after stay together)."""
+    import numpy as np
+
+    diffs = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
+    if not len(diffs):
+        return float("nan"), float("nan"), float("nan")
+    draws = np.random.default_rng(seed).integers(0, len(diffs), size=(n_boot, len(diffs)))
+    means = diffs[draws].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(diffs.mean()), float(low), float(high)
 
 
 @torch.no_grad()
