@@ -50,6 +50,7 @@ CASES = {
                                     "max_tokens_per_row": 256}, 2),
     "kto": ("train", train, {"loss_type": "kto", "builtin_train_pairs": 12, "builtin_eval_pairs": 4}, 4),
     "online-dpo": ("online-dpo", online_dpo, ONPOLICY, 1),
+    "online-dpo-judged": ("online-dpo", online_dpo, ONPOLICY, 1),  # pairs from a judge, each process its share
     "grpo": ("grpo", grpo, {**ONPOLICY, "beta": 0.1, "num_iterations": 2}, 1),
     "reward-model": ("reward-model train", train_reward_model, {"builtin_train_pairs": 16, "builtin_eval_pairs": 6,
                                                                  "max_length": 96, "max_prompt_length": 64}, 2),
@@ -62,6 +63,8 @@ def keys(tiny_model_dir, out, case: str, batch: int, reward_file=None) -> dict:
               "per_device_train_batch_size": batch}
     if command in ("online-dpo", "grpo"):
         values["reward_funcs"] = f"{reward_file}:length"
+    if case.endswith("-judged"):
+        values["judge"] = f"reward:{reward_file}:length"
     if command == "reward-model train":
         del values["kl_prompts"]  # a reward model samples nothing: not one of its keys
     return values
@@ -97,6 +100,8 @@ def test_two_processes_train_what_one_process_with_twice_the_batch_trains(case, 
     assert [e["num_processes"] for e in train_two] == [2, 2, 2] and train_one[0]["num_processes"] == 1
     for a, b in zip(train_one, train_two, strict=True):  # metrics reduced over processes, weighted by counts
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+        if case.endswith("-judged"):  # every pair judged once, by the process that sampled it
+            assert a["judge/calls"] > 0 and b["judge/calls"] == a["judge/calls"]
     eval_one = [e for e in read_metrics(one / "metrics.jsonl") if e["split"] == "eval"]
     eval_two = [e for e in read_metrics(two / "metrics.jsonl") if e["split"] == "eval"]
     for key, value in eval_one[-1].items():  # the held-out eval shared out and pooled

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from directalign.config import load_config
 from directalign.reward_models.trainer import train_reward_model
@@ -62,5 +63,8 @@ def as_args(found: dict) -> list[str]:
 def run_killed(trainer: str, found: dict, point: str, n: int) -> subprocess.CompletedProcess:
     """The trainer as `directalign ...` in a process that SIGKILLs itself at the nth time it reaches `point`."""
     command = TRAINERS[trainer][0].split()
+    # The same intra-op thread count as the in-process runs it is compared with: a CPU matmul's reduction order
+    # depends on it, so 1 thread against 2 differs in the last bits, which is not what the test is about.
+    env = {**launch_env(), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.run([sys.executable, str(KILLER), point, str(n), *command, *as_args(found)],
-                          env=launch_env(), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+                          env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
