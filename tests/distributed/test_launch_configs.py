@@ -27,7 +27,16 @@ def test_each_example_parses_as_accelerate_reads_it(name, kind, processes):
         assert config.num_machines == 2 and config.main_process_ip
 
 
-def test_deepspeed_is_refused_with_the_reason(monkeypatch):
+def test_zero3_is_refused_with_the_reason(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    with pytest.raises(ConfigError, match="DeepSpeed is not supported yet: .* a pickle"):
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    with pytest.raises(ConfigError, match="ZeRO-3 is not supported: .* partitions the parameters too.*zero2.yaml"):
+        enable_fsdp_on_cpu(accelerator=None)
+
+
+def test_a_deepspeed_config_file_is_refused_not_ignored(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", "ds.json")
+    with pytest.raises(ConfigError, match="deepspeed_config_file.* is not read"):
         enable_fsdp_on_cpu(accelerator=None)

@@ -2,7 +2,9 @@
 
 `checkpoint-<step>/` holds
 - trainable.safetensors: the trainable weights;
-- optimizer.safetensors + optimizer.json: the optimizer's tensors, and its param groups and scalars;
+- optimizer.safetensors + optimizer.json: the optimizer's tensors, and its param groups and scalars; under
+  DeepSpeed ZeRO, optimizer-rank<r>.safetensors instead: each process's flat fp32 partition and its AdamW moments
+  (engine/zero.py), with optimizer.json holding every process's param groups and scalars;
 - scheduler.json, rng.json + rng.safetensors (every process's Python, NumPy and torch generators);
 - trainer_state.json: the step, the process count and what the trainer adds (health monitor, running means);
 - extra tensors a trainer asks for (the weights a KL stop keeps), as safetensors;
@@ -124,9 +126,14 @@ def save_checkpoint(
     target = Path(folder) / f"checkpoint-{step}"
     with staged_dir(target) as staging:
         save_file(weights, str(staging / "trainable.safetensors"))
-        tensors, meta = _split_optimizer(optimizer_state)
-        save_file(tensors, str(staging / "optimizer.safetensors"))
-        _write_json(staging / "optimizer.json", meta)
+        if "zero" in optimizer_state:
+            for rank, tensors in enumerate(optimizer_state["partitions"]):
+                save_file(tensors, str(staging / f"optimizer-rank{rank}.safetensors"))
+            _write_json(staging / "optimizer.json", {"zero": optimizer_state["zero"]})
+        else:
+            tensors, meta = _split_optimizer(optimizer_state)
+            save_file(tensors, str(staging / "optimizer.safetensors"))
+            _write_json(staging / "optimizer.json", meta)
         _write_json(staging / "scheduler.json", scheduler_state)
         _write_json(staging / "rng.json", [m for m, _ in rng])
         save_file({f"{rank}.{k}": v for rank, (_, t) in enumerate(rng) for k, v in t.items()},
@@ -198,13 +205,12 @@ class Checkpoint:
             self.state = _read_json(self.path / STATE_FILE, dict)
             self.step = int(self.state["step"])
             self.weights = load_file(str(self.path / "trainable.safetensors"))
-            meta = _read_json(self.path / "optimizer.json", dict)
-            self.optimizer_state = _join_optimizer(load_file(str(self.path / "optimizer.safetensors")), meta)
+            self.optimizer_state = _read_optimizer(self.path)
             self.scheduler_state = _read_json(self.path / "scheduler.json", dict)
             self.rng_meta = _read_json(self.path / "rng.json", list)
             self.rng_tensors = load_file(str(self.path / "rng.safetensors"))
             self.extra = {p.stem: load_file(str(p)) for p in self.path.glob("*.safetensors")
-                          if p.stem not in ("trainable", "optimizer", "rng")}
+                          if p.stem not in ("trainable", "optimizer", "rng") and not p.stem.startswith("optimizer-")}
         except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as err:
             raise DamagedCheckpoint(f"{type(err).__name__}: {str(err)[:120]}") from err
 
@@ -223,6 +229,15 @@ class Checkpoint:
         scheduler.load_state_dict(self.scheduler_state)
         mine = {k.split(".", 1)[1]: v for k, v in self.rng_tensors.items() if k.split(".", 1)[0] == str(rank)}
         set_rng_state(self.rng_meta[rank], mine)
+
+
+def _read_optimizer(path: Path) -> dict:
+    meta = _read_json(path / "optimizer.json", dict)
+    if "zero" not in meta:
+        return _join_optimizer(load_file(str(path / "optimizer.safetensors")), meta)
+    world = int(meta["zero"]["world"])
+    partitions = [load_file(str(path / f"optimizer-rank{rank}.safetensors")) for rank in range(world)]
+    return {"zero": meta["zero"], "partitions": partitions}
 
 
 def _read_json(path: Path, kind: type) -> dict | list:

@@ -9,6 +9,7 @@ and got fewer stops at start-up (accelerate's `--cpu` launcher starts one: accel
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -27,13 +28,15 @@ def make_accelerator(bf16: bool):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    from directalign.engine import zero
     from directalign.engine.sharding import enable_fsdp_on_cpu
 
     wanted = "bf16" if bf16 else "no"
     state = AcceleratorState._shared_state
     if state and str(state.get("_mixed_precision", wanted)) != wanted:
         AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(mixed_precision=wanted, cpu=not torch.cuda.is_available())
+    with zero.hidden_from_accelerate() if zero.requested() else contextlib.nullcontext():
+        accelerator = Accelerator(mixed_precision=wanted, cpu=not torch.cuda.is_available())
     enable_fsdp_on_cpu(accelerator)
     return accelerator
 
@@ -94,6 +97,7 @@ class Dist:
     # process must run the same passes: each one does all the work (`shard` keeps everything, `gather` adds
     # nothing), which gives the same results.
     shares_work: bool = True
+    sharding: str = ""  # "ZeRO-2" under DeepSpeed, for the start-up summary (FSDP2 is read off the model)
 
     @classmethod
     def from_accelerator(cls, accelerator) -> Dist:

@@ -26,7 +26,7 @@ from directalign.engine.checkpoint import Checkpoint, latest_good, list_checkpoi
 from directalign.engine.metrics import RunningMeans, Throughput, progress
 from directalign.engine.optim import NonFiniteStep
 from directalign.engine.sharding import full_optimizer_state, full_weights
-from directalign.errors import RunInterrupted, TrainingError
+from directalign.errors import ConfigError, RunInterrupted, TrainingError
 
 SIGNAL_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -81,9 +81,10 @@ class StepLoop:
             checkpoint = found if found is not None else Checkpoint(path)
             written_by = checkpoint.state.get("num_processes", 1)
             if written_by != self.run.dist.world:
-                raise TrainingError(
+                raise ConfigError(
                     f"{path} was written by a run of {written_by} processes; resume it with {written_by} (the data "
-                    f"each process sees depends on it), or start over with --overwrite-output-dir true"
+                    f"each process sees, and ZeRO's partitions, depend on it), or start over with "
+                    f"--overwrite-output-dir true"
                 )
             checkpoint.restore(self.model, self.optim.optimizer, self.optim.scheduler, self.run.dist.rank)
             self.guard.load_state_dict(checkpoint.state.get("guard", {}), checkpoint.tensors("kept"))

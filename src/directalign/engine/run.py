@@ -57,7 +57,7 @@ class Run:
         device = self.device.type
         if device == "cuda":
             device = f"cuda ({torch.cuda.get_device_name()})"
-        sharding = ", FSDP2" if is_sharded(model) else ""
+        sharding = ", FSDP2" if is_sharded(model) else f", {self.dist.sharding}" if self.dist.sharding else ""
         backend = f" ({torch.distributed.get_backend()}{sharding})" if self.dist.active else ""
         self.log(
             f"{self.cfg.command}: directalign {__version__} on {device}, {self.dist.world} process"

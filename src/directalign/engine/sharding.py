@@ -9,6 +9,10 @@ submodules outside the sharded root's forward.
 
 accelerate enables its FSDP plugin only for GPU process groups; on a CPU (gloo) group `enable_fsdp_on_cpu`
 turns the same plugin on from the same accelerate config, so that FSDP2 runs and is tested here too.
+
+Under DeepSpeed ZeRO-1/2 (engine/zero.py) the parameters stay whole on every process and only the optimizer is
+partitioned: `full_optimizer_state` gathers every process's partition to the main one, and `load_full` gives
+each process back its own.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 from collections.abc import Iterator
 
 import torch
+import torch.distributed as torch_dist
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -28,6 +33,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.fsdp import FSDPModule
 
+from directalign.engine import zero
 from directalign.errors import ConfigError
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -36,12 +42,9 @@ FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 def enable_fsdp_on_cpu(accelerator) -> None:
     """Turn on accelerate's FSDP plugin (configured by `accelerate launch --config_file` through the FSDP_* env)
     for a CPU process group, which accelerate itself leaves as plain data parallel."""
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
-        raise ConfigError(
-            "DeepSpeed is not supported yet: ZeRO partitions the optimizer state, and saving it whole needs "
-            "DeepSpeed's checkpoint format, a pickle, which directalign never loads from a run folder; shard with "
-            "FSDP2 instead (examples/accelerate/fsdp2.yaml)"
-        )
+    if zero.requested():  # DeepSpeed is built by StepOptimizer.prepare, not by accelerate's plugin
+        zero.check_request()
+        return
     wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     state = accelerator.state
     if wanted and accelerator.distributed_type == DistributedType.MULTI_CPU:
@@ -76,7 +79,21 @@ def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     return get_model_state_dict(model, options=FULL)
 
 
-def full_optimizer_state(model: torch.nn.Module, optimizer) -> dict:
+def full_optimizer_state(model: torch.nn.Module, optimizer) -> dict | None:
+    """The optimizer state for a checkpoint (every process must call it). Under ZeRO, on the main process:
+    {"zero": {"stage", "world", "ranks": [each process's JSON part]}, "partitions": [each process's tensors]}."""
+    if zero.is_zero_optimizer(optimizer):
+        mine = zero.partition_state(optimizer)
+        world = torch_dist.get_world_size() if torch_dist.is_initialized() else 1
+        parts: list | None = [None] * world if _rank() == 0 else None
+        if world > 1:
+            torch_dist.gather_object(mine, parts, dst=0)
+        else:
+            parts = [mine]
+        if parts is None:
+            return None
+        meta = {"stage": zero.requested_stage(), "world": world, "ranks": [m for _, m in parts]}
+        return {"zero": meta, "partitions": [t for t, _ in parts]}
     if not is_sharded(model):
         return optimizer.state_dict()
     return get_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer), options=FULL)
@@ -84,18 +101,40 @@ def full_optimizer_state(model: torch.nn.Module, optimizer) -> dict:
 
 def load_full(model: torch.nn.Module, weights: dict, optimizer=None, optimizer_state=None) -> None:
     """Give each process its part of full trainable weights (and optimizer state)."""
+    if optimizer is not None and "zero" in optimizer_state and not zero.is_zero_optimizer(optimizer):
+        raise ConfigError("the checkpoint holds DeepSpeed ZeRO partitions of the optimizer: resume it with the "
+                          "same accelerate config, or start over with --overwrite-output-dir true")
     if not is_sharded(model):
         params = dict(model.named_parameters())
         with torch.no_grad():
             for name, value in weights.items():
                 params[name].copy_(value.to(params[name].device))
-        if optimizer is not None:
+        if optimizer is not None and zero.is_zero_optimizer(optimizer):
+            _load_zero(optimizer, optimizer_state)
+        elif optimizer is not None:
             optimizer.load_state_dict(optimizer_state)
         return
     options = StateDictOptions(full_state_dict=True, strict=False)
     set_model_state_dict(model, weights, options=options)
     if optimizer is not None:
         set_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer), optimizer_state, options=options)
+
+
+def _rank() -> int:
+    return torch_dist.get_rank() if torch_dist.is_initialized() else 0
+
+
+def _load_zero(optimizer, state: dict) -> None:
+    meta = state.get("zero")
+    if meta is None:
+        raise ConfigError("the checkpoint holds a whole optimizer state, not ZeRO partitions: resume it without "
+                          "DeepSpeed, or start over with --overwrite-output-dir true")
+    world = torch_dist.get_world_size() if torch_dist.is_initialized() else 1
+    if meta["world"] != world:
+        raise ConfigError(f"the checkpoint holds the ZeRO partitions of {meta['world']} processes; resume it on "
+                          f"{meta['world']} (this run has {world}), or start over with --overwrite-output-dir true")
+    rank = _rank()
+    zero.load_partition_state(optimizer, state["partitions"][rank], meta["ranks"][rank])
 
 
 @contextlib.contextmanager
