@@ -103,6 +103,10 @@ def initialize(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg, st
     so the run's scheduler keeps driving the learning rate)."""
     import deepspeed
 
+    if not torch.cuda.is_available():
+        # DeepSpeed's CPU backend compiles a shared-memory all-reduce (with the machine's C++ compiler, at the
+        # first run) that only its inference path uses; training reduces through gloo.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=engine_config(cfg, stage))
     return engine
 
