@@ -1,0 +1,62 @@
+"""DeepSpeed ZeRO-2 on 2 gloo processes (examples/accelerate/zero2.yaml): the weights of 1 process with twice the
+batch, checkpoints in directalign's format (each process's partition as safetensors, in the manifest), a resume
+bit-identical to the uninterrupted run, and a resume on another process count refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from directalign.config import load_config
+from directalign.engine.checkpoint import verify
+from directalign.errors import ConfigError
+from directalign.training.dpo import train
+from tests.conftest import PROJECT_ROOT
+from tests.distributed.conftest import accelerate, max_difference, run
+from tests.distributed.test_multiprocess import TOLERANCE, as_args, keys, single_process
+
+pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install 'directalign[deepspeed]')")
+
+pytestmark = pytest.mark.multiprocess
+
+ZERO2 = PROJECT_ROOT / "examples" / "accelerate" / "zero2.yaml"
+
+
+def zero2(values: dict):
+    return run(accelerate("--config_file", str(ZERO2)), ["train", *as_args(values)])
+
+
+def unfinished_copy(folder, target):
+    """The run's folder as a kill after checkpoint-2 would have left it (its final outputs not yet written)."""
+    shutil.copytree(folder, target)
+    (target / "finished.json").unlink()
+    shutil.rmtree(target / "adapter")
+    return target
+
+
+def test_zero2_trains_what_one_process_trains_and_resumes_bit_identical(tiny_model_dir, tmp_path):
+    one = single_process(tiny_model_dir, tmp_path / "one", "dpo-shared", None)
+    two = tmp_path / "zero2"
+    values = {**keys(tiny_model_dir, two, "dpo-shared", 2), "save_steps": 2}  # checkpoint-2 of 3 steps
+    result = zero2(values)
+    assert "2 processes (gloo, ZeRO-2)" in result.stdout
+    assert max_difference(one, two) <= TOLERANCE
+
+    checkpoint = two / "checkpoint-2"
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    assert {"optimizer-rank0.safetensors", "optimizer-rank1.safetensors", "optimizer.json"} <= set(manifest)
+    assert all(name.endswith((".safetensors", ".json")) for name in manifest)  # nothing to unpickle
+    assert verify(checkpoint) is None
+    assert json.loads((checkpoint / "optimizer.json").read_text())["zero"]["world"] == 2
+
+    resumed = unfinished_copy(two, tmp_path / "resumed")
+    result = zero2({**values, "output_dir": str(resumed)})
+    assert "resuming from" in result.stdout
+    assert max_difference(two, resumed) == 0.0
+
+    elsewhere = unfinished_copy(two, tmp_path / "one-process")
+    overrides = {**values, "output_dir": str(elsewhere)}
+    with pytest.raises(ConfigError, match="written by a run of 2 processes; resume it with 2"):
+        train(load_config("train", overrides=overrides))
