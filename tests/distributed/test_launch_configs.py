@@ -4,6 +4,8 @@ import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DistributedType
 
+from directalign.config import load_config
+from directalign.engine import zero
 from directalign.engine.sharding import enable_fsdp_on_cpu
 from directalign.errors import ConfigError
 from tests.conftest import PROJECT_ROOT
@@ -40,3 +42,9 @@ def test_a_deepspeed_config_file_is_refused_not_ignored(monkeypatch):
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", "ds.json")
     with pytest.raises(ConfigError, match="deepspeed_config_file.* is not read"):
         enable_fsdp_on_cpu(accelerator=None)
+
+
+def test_a_clipping_other_than_max_grad_norm_is_refused(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_GRADIENT_CLIPPING", "0.5")
+    with pytest.raises(ConfigError, match=r"gradient_clipping \(0.5\) is not max_grad_norm \(1.0\)"):
+        zero.check_keys(load_config("train"))

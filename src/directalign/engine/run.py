@@ -15,6 +15,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from directalign import __version__
+from directalign.engine import zero
 from directalign.engine.distributed import Dist, check_process_count, make_accelerator, match_threads_to_cores
 from directalign.engine.folder import RunFolder
 from directalign.engine.hub import check_push, push_outputs
@@ -131,6 +132,8 @@ def open_run(cfg) -> Iterator[Run]:
     cfg.validate()
     check_push(cfg)
     accelerator = make_accelerator(cfg.bf16)
+    if zero.requested():
+        zero.check_keys(cfg)
     dist = Dist.from_accelerator(accelerator)
     check_process_count(dist.world, cfg.num_processes)
     match_threads_to_cores(dist.local_world)

@@ -66,6 +66,16 @@ def check_request() -> int:
     return stage
 
 
+def check_keys(cfg) -> None:
+    """The accelerate config may not say otherwise than the run's keys, which decide (see the module docstring)."""
+    clipping = os.environ.get("ACCELERATE_GRADIENT_CLIPPING", "")
+    if clipping and float(clipping) != float(cfg.max_grad_norm):
+        raise ConfigError(
+            f"the accelerate config's gradient_clipping ({clipping}) is not max_grad_norm ({cfg.max_grad_norm}): "
+            "directalign clips by max_grad_norm; give the same value, or drop gradient_clipping from the config"
+        )
+
+
 @contextlib.contextmanager
 def hidden_from_accelerate() -> Iterator[None]:
     """accelerate, told to use DeepSpeed, would hand `prepare` and `backward` to its own DeepSpeed wrapper and
