@@ -19,7 +19,7 @@ from directalign.engine.checkpoint import (
     verify,
 )
 from directalign.engine.files import sha256_file
-from directalign.errors import TrainingError
+from directalign.errors import ConfigError, TrainingError
 
 
 def _setup(seed=0):
@@ -154,3 +154,35 @@ def test_a_checkpoint_that_verifies_but_does_not_read_back_is_damaged(tmp_path, 
     assert verify(latest) is None
     assert latest_good(tmp_path, messages.append).path == tmp_path / "checkpoint-1"
     assert messages[0].startswith(f"checkpoint-2 is damaged ({problem}")
+
+
+def _zero_state(world=2):
+    """What full_optimizer_state gathers under ZeRO: each process's flat partition and AdamW state, and JSON."""
+    partitions = [{"0.fp32": torch.full((6,), float(r)), "0.exp_avg": torch.rand(6), "0.step": torch.tensor(2.0)}
+                  for r in range(world)]
+    meta = {"param_groups": [{"lr": 0.1, "betas": [0.8, 0.95]}], "scalars": {}, "sizes": [6]}
+    return {"zero": {"stage": 2, "world": world, "ranks": [meta] * world}, "partitions": partitions}
+
+
+def test_zero_partitions_are_written_one_file_a_process_and_read_back(tmp_path):
+    model, _, scheduler = _setup()
+    state = _zero_state()
+    path = save_checkpoint(tmp_path, 2, trainable_state(model), state, scheduler.state_dict(),
+                           [rng_state(), rng_state()], {"num_processes": 2})
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert {"optimizer-rank0.safetensors", "optimizer-rank1.safetensors"} <= set(manifest)
+    assert "optimizer.safetensors" not in manifest
+    read = Checkpoint(path)
+    assert read.optimizer_state["zero"] == state["zero"] and read.extra == {}
+    for got, wrote in zip(read.optimizer_state["partitions"], state["partitions"], strict=True):
+        assert got.keys() == wrote.keys() and all(torch.equal(got[k], wrote[k]) for k in got)
+    (path / "optimizer-rank1.safetensors").unlink()
+    assert verify(path) == "optimizer-rank1.safetensors is missing"
+
+
+def test_a_zero_checkpoint_is_not_restored_into_a_plain_optimizer(tmp_path):
+    model, optimizer, scheduler = _setup()
+    path = save_checkpoint(tmp_path, 2, trainable_state(model), _zero_state(world=1), scheduler.state_dict(),
+                           [rng_state()], {"num_processes": 1})
+    with pytest.raises(ConfigError, match="holds DeepSpeed ZeRO partitions of the optimizer: resume it with the same"):
+        Checkpoint(path).restore(model, optimizer, scheduler, rank=0)

@@ -59,10 +59,12 @@ def check_request() -> int:
             "devices in the accelerate config; the batch, clipping and precision come from directalign's keys"
         )
     try:
-        import deepspeed  # noqa: F401
+        # The step as the accumulation boundary (managed_gradient_accumulation: false) came with DeepSpeed 0.19;
+        # an older one would ignore the key and reduce at every micro-batch.
+        from deepspeed.runtime.constants import MANAGED_GRADIENT_ACCUMULATION  # noqa: F401
     except ImportError as err:
-        raise ConfigError(f"the accelerate config asks for DeepSpeed, which does not import ({err}): "
-                          "pip install 'directalign[deepspeed]'") from err
+        raise ConfigError(f"the accelerate config asks for DeepSpeed, and DeepSpeed >= 0.19.8 does not import "
+                          f"({err}): pip install 'directalign[deepspeed]'") from err
     return stage
 
 
