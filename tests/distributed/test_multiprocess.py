@@ -2,7 +2,8 @@
 hold the weights of 1 process with batch 2b (fp32, max abs difference <= 1e-5); a 2-process run killed with
 kill -9 resumes to the weights of an uninterrupted one, bit for bit; two nodes simulated on one machine match the
 single-node run; accelerate launch works, and its CPU launcher's single process is refused; FSDP2 on gloo gives
-DDP's weights.
+DDP's weights, and online DPO (judged) and GRPO, which sample before their first training forward, give the
+weights of one process.
 
 The 1-process references run in this process through the library; the multi-process runs are real launches.
 """
@@ -189,3 +190,21 @@ def test_fsdp2_on_gloo_gives_the_weights_of_data_parallel(accelerate_run, tiny_m
     assert max_difference(single, out) <= TOLERANCE
     manifest = json.loads((out / "finished.json").read_text())
     assert "adapter/adapter_model.safetensors" in manifest["outputs"]
+
+
+@pytest.mark.parametrize("case", ["online-dpo-judged", "grpo"])
+def test_fsdp2_sampling_trainers_give_the_single_process_weights(case, tiny_model_dir, tmp_path, reward_file):
+    """Generation under FSDP2 (parameters gathered around sampling, before any training forward) and, for online
+    DPO, the judge on each process's share."""
+    one = single_process(tiny_model_dir, tmp_path / "one", case, reward_file)
+    out = tmp_path / "fsdp"
+    command, _, _, batch = CASES[case]
+    config = PROJECT_ROOT / "examples" / "accelerate" / "fsdp2.yaml"
+    result = run(accelerate("--config_file", str(config)),
+                 [command, *as_args(keys(tiny_model_dir, out, case, batch, reward_file))])
+    assert "2 processes (gloo, FSDP2)" in result.stdout
+    assert max_difference(one, out) <= TOLERANCE
+    if case.endswith("-judged"):
+        calls_one = [e["judge/calls"] for e in read_metrics(one / "metrics.jsonl") if e["split"] == "train"]
+        calls_two = [e["judge/calls"] for e in read_metrics(out / "metrics.jsonl") if e["split"] == "train"]
+        assert calls_one and calls_two == calls_one

@@ -141,6 +141,11 @@ def _load_zero(optimizer, state: dict) -> None:
 def gathered(model: torch.nn.Module) -> Iterator[None]:
     """Every parameter whole on every process inside the block (FSDP2's unshard; a no-op when unsharded)."""
     shards = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    if shards:
+        # FSDP2 picks its root at the first forward; a generation before any training forward runs the layers
+        # without the root, and each would claim to be root. Initialise from the outermost module first (what
+        # the root's pre-forward does; idempotent, and there is no public call for it in torch 2.13).
+        shards[0]._get_fsdp_state()._lazy_init()
     for m in shards:
         m.unshard()
     try:
