@@ -17,6 +17,14 @@ from tests.conftest import PROJECT_ROOT
 pytestmark = pytest.mark.multiprocess
 
 
+@pytest.fixture(scope="module")
+def reward_file(tmp_path_factory):
+    """A reward function file (the completion's length) for the on-policy trainers and the reward judge."""
+    path = tmp_path_factory.mktemp("rewards") / "length_reward.py"
+    path.write_text("def length(prompts, completions, **columns):\n    return [float(len(c)) for c in completions]\n")
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -75,13 +75,6 @@ def as_args(values: dict) -> list[str]:
     return [token for k, v in values.items() for token in (f"--{k.replace('_', '-')}", str(v))]
 
 
-@pytest.fixture(scope="module")
-def reward_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rewards") / "length_reward.py"
-    path.write_text("def length(prompts, completions, **columns):\n    return [float(len(c)) for c in completions]\n")
-    return path
-
-
 def single_process(tiny_model_dir, out, case, reward_file):
     command, fn, _, batch = CASES[case]
     fn(load_config(command, overrides=keys(tiny_model_dir, out, case, 2 * batch, reward_file)))

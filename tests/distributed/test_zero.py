@@ -1,6 +1,7 @@
 """DeepSpeed ZeRO-2 on 2 gloo processes (examples/accelerate/zero2.yaml): the weights of 1 process with twice the
 batch, checkpoints in directalign's format (each process's partition as safetensors, in the manifest), a resume
-bit-identical to the uninterrupted run, and a resume on another process count refused."""
+bit-identical to the uninterrupted run, and a resume on another process count refused; KTO, online DPO and GRPO
+(sampling from the policy) and the reward model train under ZeRO-2 what they train on 1 process."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from directalign.errors import ConfigError
 from directalign.training.dpo import train
 from tests.conftest import PROJECT_ROOT
 from tests.distributed.conftest import accelerate, max_difference, run
-from tests.distributed.test_multiprocess import TOLERANCE, as_args, keys, single_process
+from tests.distributed.test_multiprocess import CASES, TOLERANCE, as_args, keys, single_process
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install 'directalign[deepspeed]')")
 
@@ -24,8 +25,8 @@ pytestmark = pytest.mark.multiprocess
 ZERO2 = PROJECT_ROOT / "examples" / "accelerate" / "zero2.yaml"
 
 
-def zero2(values: dict):
-    return run(accelerate("--config_file", str(ZERO2)), ["train", *as_args(values)])
+def zero2(values: dict, command: str = "train"):
+    return run(accelerate("--config_file", str(ZERO2)), [*command.split(), *as_args(values)])
 
 
 def unfinished_copy(folder, target):
@@ -60,3 +61,12 @@ def test_zero2_trains_what_one_process_trains_and_resumes_bit_identical(tiny_mod
     overrides = {**values, "output_dir": str(elsewhere)}
     with pytest.raises(ConfigError, match="written by a run of 2 processes; resume it with 2"):
         train(load_config("train", overrides=overrides))
+
+
+@pytest.mark.parametrize("case", ["kto", "online-dpo", "grpo", "reward-model"])
+def test_every_trainer_under_zero2_trains_what_one_process_trains(case, tiny_model_dir, tmp_path, reward_file):
+    command, _, _, batch = CASES[case]
+    one = single_process(tiny_model_dir, tmp_path / "one", case, reward_file)
+    two = tmp_path / "zero2"
+    assert "ZeRO-2" in zero2(keys(tiny_model_dir, two, case, batch, reward_file), command).stdout
+    assert max_difference(one, two) <= TOLERANCE
