@@ -7,7 +7,7 @@ and builds the DeepSpeed engine itself (`deepspeed.initialize` over the run's ow
 `accelerator.prepare`, whose DeepSpeed wrapper steps the optimizer inside `backward`: here the micro-batches
 accumulate locally and `step` is the boundary (`managed_gradient_accumulation: false`), so the loop, the
 normalisation by counts and the non-finite guard are those of every other run. The same path runs on a CPU
-(DeepSpeed's CPU accelerator, gloo) and on CUDA (nccl).
+(DeepSpeed's CPU accelerator, gloo; tested) and is meant for CUDA (nccl; not run yet).
 
 What the run's keys decide, not the accelerate config: the micro-batch (per_device_train_batch_size), clipping
 (max_grad_norm) and precision (bf16 is autocast over fp32 weights, as without DeepSpeed); the accelerate config
