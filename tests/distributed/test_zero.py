@@ -9,6 +9,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from directalign.config import load_config
 from directalign.engine.checkpoint import verify
@@ -70,3 +71,15 @@ def test_every_trainer_under_zero2_trains_what_one_process_trains(case, tiny_mod
     two = tmp_path / "zero2"
     assert "ZeRO-2" in zero2(keys(tiny_model_dir, two, case, batch, reward_file), command).stdout
     assert max_difference(one, two) <= TOLERANCE
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the nccl path of ZeRO-2)")
+def test_zero2_on_cuda_trains_what_one_plain_process_trains(tiny_model_dir, tmp_path):
+    one = single_process(tiny_model_dir, tmp_path / "one", "dpo-shared", None)  # on the GPU, batch 4
+    processes = min(torch.cuda.device_count(), 2)
+    two = tmp_path / "zero2"
+    result = run(accelerate("--config_file", str(ZERO2), "--num_processes", str(processes)),
+                 ["train", *as_args(keys(tiny_model_dir, two, "dpo-shared", 4 // processes))])
+    assert "on cuda" in result.stdout and ("nccl, ZeRO-2" in result.stdout or processes == 1)
+    assert max_difference(one, two) <= 1e-4
