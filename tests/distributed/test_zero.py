@@ -5,6 +5,7 @@ bit-identical to the uninterrupted run, and a resume on another process count re
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -19,9 +20,11 @@ from tests.conftest import PROJECT_ROOT
 from tests.distributed.conftest import accelerate, max_difference, run
 from tests.distributed.test_multiprocess import CASES, TOLERANCE, as_args, keys, single_process
 
-pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install 'directalign[deepspeed]')")
-
-pytestmark = pytest.mark.multiprocess
+pytestmark = [
+    pytest.mark.multiprocess,
+    pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                       reason="DeepSpeed is not installed (pip install 'directalign[deepspeed]')"),
+]
 
 ZERO2 = PROJECT_ROOT / "examples" / "accelerate" / "zero2.yaml"
 
