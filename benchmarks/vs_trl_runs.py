@@ -128,17 +128,16 @@ def _trl_preference_term(method: str, first_log: dict) -> float | None:
 
 
 def run_directalign(method: str, data: str, bf16: bool, model_name: str = MODEL) -> dict:
-    from directalign.config import load_config
 
     spec = METHODS[method]
     if method == "rm":
         from directalign.reward_models import trainer as loop
 
-        entry, loader, command = loop.train_reward_model, "load_backbone", "reward-model train"
+        entry, loader = loop.train_reward_model, "load_backbone"
     else:
         from directalign.training import dpo as loop
 
-        entry, loader, command = loop.train, "build_policy", "train"
+        entry, loader = loop.train, "build_policy"
     marks: dict[str, float] = {"reference": 0.0}
 
     def timed(name, fn):
@@ -160,20 +159,7 @@ def run_directalign(method: str, data: str, bf16: bool, model_name: str = MODEL)
         loop.precompute_reference = timed("reference", loop.precompute_reference)
     if method == "orpo":
         loop.pair_loss = _recording_odds_ratio(loop.pair_loss, preference_terms)
-    if method == "rm":
-        extra = dict(lora_modules_to_save=["score"])
-    else:
-        extra = dict(layout="packed", max_tokens_per_row=ROW_TOKENS, kl_prompts=0,
-                     **(dict(precompute_ref_log_probs=True) if spec.reference else {}))
-    cfg = load_config(command, overrides=dict(
-        model=model_name, data=data, output_dir=tempfile.mkdtemp(), resume=False, eval_split=0,
-        max_length=SETTINGS["max_length"], max_prompt_length=SETTINGS["max_length"] - 128,
-        per_device_train_batch_size=SETTINGS["batch"],
-        gradient_accumulation_steps=SETTINGS["accumulation"], learning_rate=SETTINGS["lr"],
-        lora_r=SETTINGS["lora_r"], lora_alpha=SETTINGS["lora_alpha"], lora_target_modules=["q_proj", "v_proj"],
-        warmup_ratio=0, seed=SETTINGS["seed"], train_sampling_strategy="sequential", logging_steps=1, save_steps=0,
-        bf16=bf16, eval_before_training=False, **{**extra, **spec.ours},
-    ))
+    cfg = directalign_config(method, data, bf16, model_name)
     steps: list[tuple[float, dict, float]] = []
     entry(cfg, on_step=lambda step, metrics: steps.append((time.perf_counter(), metrics, time.process_time())))
     start = marks["load_end"]  # after the model is loaded; the tokenisation before it is added below
@@ -186,6 +172,27 @@ def run_directalign(method: str, data: str, bf16: bool, model_name: str = MODEL)
         "first_preference_term": sum(preference_terms[:first_step]) / first_step if preference_terms else None,
         "parameters": parameters_of_model(model_name),
     }
+
+
+def directalign_config(method: str, data: str, bf16: bool = False, model_name: str = MODEL, **overrides):
+    """The directalign config of `method`'s run: the shared settings, the method's own, then `overrides`."""
+    from directalign.config import load_config
+
+    spec = METHODS[method]
+    if method == "rm":
+        extra = dict(lora_modules_to_save=["score"])
+    else:
+        extra = dict(layout="packed", max_tokens_per_row=ROW_TOKENS, kl_prompts=0,
+                     **(dict(precompute_ref_log_probs=True) if spec.reference else {}))
+    return load_config("reward-model train" if method == "rm" else "train", overrides=dict(
+        model=model_name, data=data, output_dir=tempfile.mkdtemp(), resume=False, eval_split=0,
+        max_length=SETTINGS["max_length"], max_prompt_length=SETTINGS["max_length"] - 128,
+        per_device_train_batch_size=SETTINGS["batch"],
+        gradient_accumulation_steps=SETTINGS["accumulation"], learning_rate=SETTINGS["lr"],
+        lora_r=SETTINGS["lora_r"], lora_alpha=SETTINGS["lora_alpha"], lora_target_modules=["q_proj", "v_proj"],
+        warmup_ratio=0, seed=SETTINGS["seed"], train_sampling_strategy="sequential", logging_steps=1, save_steps=0,
+        bf16=bf16, eval_before_training=False, **{**extra, **spec.ours, **overrides},
+    ))
 
 
 def _recording_odds_ratio(pair_loss, out: list[float]):
