@@ -12,6 +12,7 @@ run live (its config refuses a precomputed one: the KL term's mismatched pairs a
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ class Method:
     ours: dict = field(default_factory=dict)  # directalign config values beyond the shared ones
     reference: bool = False  # a reference model, precomputed on both sides
     unpaired: bool = False  # KTO: the data file holds prompt/completion/label rows
+    legacy_eos: bool = False  # TRL's legacy tokenize_row appends an EOS after the chat template's end of turn
 
 
 METHODS = {
@@ -43,11 +45,11 @@ METHODS = {
                   reference=True, unpaired=True),
     # TRL's ORPO beta is the paper's lambda; directalign's beta only scales the logged rewards.
     "orpo": Method("trl.experimental.orpo:ORPOTrainer", "trl.experimental.orpo:ORPOConfig", dict(beta=0.1),
-                   dict(loss_type="orpo", orpo_lambda=0.1, beta=0.1)),
+                   dict(loss_type="orpo", orpo_lambda=0.1, beta=0.1), legacy_eos=True),
     # SimPO is TRL's CPOTrainer with loss_type simpo and no NLL term (cpo_alpha 0).
     "simpo": Method("trl.experimental.cpo:CPOTrainer", "trl.experimental.cpo:CPOConfig",
                     dict(loss_type="simpo", beta=2.0, simpo_gamma=0.5, cpo_alpha=0.0),
-                    dict(loss_type="simpo", beta=2.0, simpo_gamma=0.5)),
+                    dict(loss_type="simpo", beta=2.0, simpo_gamma=0.5), legacy_eos=True),
     # The Bradley-Terry reward model (`directalign reward-model train`), LoRA with the score head in full.
     "rm": Method("trl:RewardTrainer", "trl:RewardConfig", {}),
 }
@@ -101,9 +103,12 @@ def run_trl(method: str, data: str, model_name: str = MODEL) -> dict:
         def on_step_end(self, *args, **kwargs):
             step_ends.append(time.perf_counter())
 
+    trainer_class = _attr(spec.trl_trainer)
+    if spec.legacy_eos:
+        _same_tokens_as_ours(trainer_class)
     cpu_start = time.process_time()
     start = time.perf_counter()  # tokenisation, PEFT wrapping and any reference precompute happen in __init__
-    trainer = _attr(spec.trl_trainer)(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+    trainer = trainer_class(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
                                       peft_config=lora, callbacks=[StepTimes()])
     setup_end = time.perf_counter()
     trainer.train()
@@ -116,6 +121,15 @@ def run_trl(method: str, data: str, model_name: str = MODEL) -> dict:
         "first_preference_term": _trl_preference_term(method, logs[0]),
         "parameters": parameters_of_model(model_name),
     }
+
+
+def _same_tokens_as_ours(trainer_class) -> None:
+    """The same tokens on both sides: ORPOTrainer's and CPOTrainer's tokenize_row append an EOS to a response
+    whose last token is not one, and SmolLM2's chat template ends a turn with <|im_end|> then a newline, so each
+    response would get one more token there (an <|im_end|> after the newline) than in directalign and in TRL's own
+    DPOTrainer; the losses, averaged over response tokens, would then differ by that token alone. The append is
+    turned off here, in this child process only."""
+    sys.modules[trainer_class.__module__].add_eos_token_if_needed = lambda eos, chosen, rejected: (chosen, rejected)
 
 
 def _trl_preference_term(method: str, first_log: dict) -> float | None:
