@@ -43,7 +43,10 @@ ORPO and SimPO run the policy only; the reward model has no LM head (H = 0). So 
 MFU uses the dataset tokens for T (the same useful work for both systems, so the MFU ratio is the speedup; a
 system that computes each prompt once can exceed 100%); HFU uses the positions each system actually runs,
 padding included (TRL: padded rows of a micro-batch; directalign: packed micro-batches). Both are divided by the
-measured fp32 matmul rate (a 4096 x 4096 torch.matmul), the bf16 run's HFU by the bf16 rate.
+measured fp32 matmul rate (a 4096 x 4096 torch.matmul), the bf16 run's HFU by the bf16 rate; HFU is also given
+against the rate at the model's own shapes and each system's mean micro-batch (benchmarks/matmul_rate.py). The
+rates are measured before the runs and after them and the better kept: on a shared machine a rate measured
+during another job's burst would make the HFU look better than it is.
 """
 
 from __future__ import annotations
@@ -200,6 +203,7 @@ def compare(args) -> int:
     if info["longest_sequence"] > SETTINGS["max_length"]:
         print("warning: some sequences exceed max_length; TRL and directalign truncate them differently, so the "
               "losses may differ", flush=True)
+    rates = measure_rates(info, args)  # before the runs and after them; the better of the two is kept
     for system in systems:
         run_child(system, warm, workdir, args.threads, args.method, args.model)
     runs: dict[str, list[dict]] = {s: [] for s in systems}
@@ -209,14 +213,20 @@ def compare(args) -> int:
             r = runs[system][-1]
             print(f"  rep {rep + 1} {system:17s} {info['pairs'] / r['total_s']:.3f} pairs/s, "
                   f"first loss {r['step_losses'][0]:.6f}, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
-    flops32 = matmul_flops("float32")
-    flops16 = matmul_flops("bfloat16") if args.bf16 else None
-    shape_rates = shape_flops(info, args.method, args.model)
+    again = measure_rates(info, args)
+    flops32, flops16, shape_rates = (max(rates[0], again[0]), again[1] and max(rates[1], again[1]),
+                                     {k: max(v, again[2][k]) for k, v in rates[2].items()})
     summary = summarise(runs, info, flops32, flops16, args.method, shape_rates)
     print_report(summary, runs, info, flops32, flops16)
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+def measure_rates(info: dict, args) -> tuple[float, float | None, dict[str, float]]:
+    """fp32 square matmul rate, bf16 only when --bf16 runs, and each system's rate at the model's shapes."""
+    flops16 = matmul_flops("bfloat16") if args.bf16 else None
+    return matmul_flops("float32"), flops16, shape_flops(info, args.method, args.model)
 
 
 def shape_flops(info: dict, method: str, model: str = MODEL) -> dict[str, float]:
