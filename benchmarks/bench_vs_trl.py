@@ -1,6 +1,7 @@
 """directalign vs TRL 1.16, the same run of one method, each system at its best, in fresh processes.
 
-    python benchmarks/bench_vs_trl.py --data FILE [--method dpo|kto|rm|orpo|simpo] [--pairs 48] [--bf16] [--json]
+    python benchmarks/bench_vs_trl.py --data FILE [--method dpo|kto|rm|orpo|simpo] [--pairs 16] [--reps 1] [--bf16]
+                                      [--json]
     python benchmarks/bench_vs_trl.py --scaling      # our throughput vs prompt length and responses per prompt
 
 Methods and the TRL trainer each is compared with: dpo (DPOTrainer, sigmoid loss, beta 0.1), kto (KTOTrainer,
@@ -80,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", choices=list(METHODS), default="dpo", help="the trainer to compare (default dpo)")
     parser.add_argument("--model", default=MODEL, help="a folder or Hub id of the Llama family (default: the embedded "
                         "SmolLM2-135M-Instruct)")
-    parser.add_argument("--pairs", type=int, default=48)
+    parser.add_argument("--pairs", type=int, default=16, help="pairs of the timed runs (default 16: one method's "
+                        "default run stays under 10 minutes on a 2-core CPU)")
     parser.add_argument("--bf16", action="store_true", help="also run directalign with bf16 autocast")
-    parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--warmup-pairs", type=int, default=8, help="pairs of the warm-up run of each system")
+    parser.add_argument("--reps", type=int, default=1, help="timed runs of each system, alternating (medians)")
+    parser.add_argument("--warmup-pairs", type=int, default=2, help="pairs of the warm-up run of each system")
     parser.add_argument("--threads", type=int, help="torch threads in every run (default: torch's, one per core)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
     parser.add_argument("--scaling", action="store_true", help="print the scaling table instead")
