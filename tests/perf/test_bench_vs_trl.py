@@ -3,13 +3,14 @@ JSON layout for every method. No timings are asserted; one child pair runs on a 
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
 from benchmarks import bench_vs_trl as bench
 from benchmarks.vs_trl_runs import METHODS
 
@@ -109,9 +110,20 @@ def test_children_agree_on_the_first_loss_on_a_tiny_model(method, pairs_file, tm
             [sys.executable, str(ROOT / "benchmarks" / "bench_vs_trl.py"), "--child", system, "--method", method,
              "--model", str(tiny_model_dir), "--data", str(data), "--result", str(out), "--threads", "1"],
             capture_output=True, text=True, cwd=tmp_path, timeout=600,
-            env={**__import__("os").environ, "TRL_EXPERIMENTAL_SILENCE": "1", "TQDM_DISABLE": "1",
+            env={**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1", "TQDM_DISABLE": "1",
                  "DIRECTALIGN_HOME": str(tmp_path / "home")})
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[system] = json.loads(out.read_text())
     assert abs(results["trl"]["step_losses"][0] - results["directalign"]["step_losses"][0]) < 1e-4
     assert results["directalign"]["parameters"] == results["trl"]["parameters"]
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_bf16_rate_is_measured_only_when_bf16_runs(monkeypatch, bf16):
+    measured = []
+    monkeypatch.setattr(bench, "matmul_flops", lambda dtype: measured.append(dtype) or 1e9)
+    monkeypatch.setattr(bench, "shape_flops", lambda info, method, model: {"trl": 1e9, "directalign": 1e9})
+    args = argparse.Namespace(bf16=bf16, method="dpo", model="m")
+    flops32, flops16, shapes = bench.measure_rates(INFO, args)
+    assert measured == (["bfloat16", "float32"] if bf16 else ["float32"])
+    assert (flops16 is None) is not bf16 and set(shapes) == {"trl", "directalign"}
