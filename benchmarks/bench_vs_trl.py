@@ -108,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.result).write_text(json.dumps(result))
         return 0
     if args.scaling:
-        from benchmarks.scaling import main as scaling_main
+        from benchmarks import scaling
 
-        return scaling_main()
+        return scaling.main([])  # its defaults (sys.argv holds --scaling, which it does not take)
     if not args.data:
         parser.error("--data is required")
     return compare(args)

@@ -127,3 +127,11 @@ def test_the_bf16_rate_is_measured_only_when_bf16_runs(monkeypatch, bf16):
     flops32, flops16, shapes = bench.measure_rates(INFO, args)
     assert measured == (["bfloat16", "float32"] if bf16 else ["float32"])
     assert (flops16 is None) is not bf16 and set(shapes) == {"trl", "directalign"}
+
+
+def test_scaling_runs_the_scaling_table_at_its_defaults(monkeypatch):
+    from benchmarks import scaling
+
+    seen = []
+    monkeypatch.setattr(scaling, "main", lambda argv=None: seen.append(argv) or 0)
+    assert bench.main(["--scaling"]) == 0 and seen == [[]]
