@@ -11,6 +11,7 @@ run live (its config refuses a precomputed one: the KL term's mismatched pairs a
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import tempfile
@@ -29,7 +30,7 @@ class Method:
     trl_config: str
     trl_args: dict  # TRL config values beyond the shared ones
     ours: dict = field(default_factory=dict)  # directalign config values beyond the shared ones
-    reference: bool = False  # a reference model, precomputed on both sides
+    reference: bool = False  # a reference model: precomputed by TRL, and by directalign unless `ours` says not
     unpaired: bool = False  # KTO: the data file holds prompt/completion/label rows
     legacy_eos: bool = False  # TRL's legacy tokenize_row appends an EOS after the chat template's end of turn
 
@@ -56,8 +57,6 @@ METHODS = {
 
 
 def _attr(path: str):
-    import importlib
-
     module, name = path.split(":")
     return getattr(importlib.import_module(module), name)
 
