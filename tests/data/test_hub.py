@@ -124,7 +124,8 @@ def test_folder_in_hub_layout_reads_the_files_datasets_assigns_to_the_split(tmp_
     assert result.path == f"{folder}/data/test_prefs.jsonl" and result.records[0].source == f"{result.path}:1"
     small = load_records(folder, config="small")
     assert (small.path, small.records[0].prompt) == (f"{folder}/small/train.jsonl", [user("q")])
-    with pytest.raises(DataError, match=r"no split 'dev'; it has train_prefs, test_prefs \(choose one with --data-split .*\)$"):
+    no_split = r"no split 'dev'; it has train_prefs, test_prefs \(choose one with --data-split .*\)$"
+    with pytest.raises(DataError, match=no_split):
         load_records(folder, split="dev")
     with pytest.raises(DataError, match=r"cannot tell which files are its data \(ValueError: BuilderConfig 'big'"):
         load_records(folder, config="big")

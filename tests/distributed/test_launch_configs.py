@@ -8,6 +8,7 @@ from directalign.config import load_config
 from directalign.engine import zero
 from directalign.engine.sharding import enable_fsdp_on_cpu
 from directalign.errors import ConfigError
+from directalign.training.iterative import iterative_dpo
 from tests.conftest import PROJECT_ROOT
 
 EXAMPLES = PROJECT_ROOT / "examples" / "accelerate"
@@ -29,11 +30,21 @@ def test_each_example_parses_as_accelerate_reads_it(name, kind, processes):
         assert config.num_machines == 2 and config.main_process_ip
 
 
-def test_zero3_is_refused_with_the_reason(monkeypatch):
+def test_a_zero_stage_deepspeed_does_not_have_is_refused(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "4")
+    with pytest.raises(ConfigError, match="zero_stage is 4: give 1, 2 or 3"):
+        enable_fsdp_on_cpu(accelerator=None)
+
+
+def test_iterative_dpo_under_zero3_is_refused_with_the_reason(monkeypatch, tiny_model_dir, tmp_path):
+    """Each round merges its adapter into the base weights, which ZeRO-3 holds in partitions."""
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
-    with pytest.raises(ConfigError, match="ZeRO-3 is not supported: .* partitions the parameters too.*zero2.yaml"):
-        enable_fsdp_on_cpu(accelerator=None)
+    cfg = load_config("iterative-dpo", overrides={"model": str(tiny_model_dir), "output_dir": str(tmp_path / "out"),
+                                                  "kl_prompts": 0})
+    with pytest.raises(ConfigError, match="merges each round's adapter.*ZeRO-3 shard"):
+        iterative_dpo(cfg)
 
 
 def test_a_deepspeed_config_file_is_refused_not_ignored(monkeypatch):

@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from directalign.engine.files import sha256_file, staged_dir
-from directalign.engine.sharding import load_full
+from directalign.engine.sharding import load_full, whole
 from directalign.errors import TrainingError
 
 MANIFEST = "manifest.json"
@@ -35,7 +35,10 @@ STATE_FILE = "trainer_state.json"
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """The trainable weights, whole (gathered under ZeRO-3: every process must call it)."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    with whole([p for _, p in trainable]):
+        return {n: p.detach().cpu().clone() for n, p in trainable}
 
 
 def load_trainable(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
@@ -43,7 +46,7 @@ def load_trainable(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> 
     missing = sorted(set(weights) - set(params))
     if missing:
         raise TrainingError(f"checkpoint weights {missing[:3]} are not parameters of this model")
-    with torch.no_grad():
+    with whole([params[name] for name in weights], write=True), torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value.to(params[name].device))
 

@@ -93,11 +93,11 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_world: int = 1
-    # Whether evaluation and generation are shared out. Under FSDP every forward pass is collective, so every
+    # Whether evaluation and generation are shared out. Under FSDP and ZeRO-3 every forward pass is collective, so every
     # process must run the same passes: each one does all the work (`shard` keeps everything, `gather` adds
     # nothing), which gives the same results.
     shares_work: bool = True
-    sharding: str = ""  # "ZeRO-2" under DeepSpeed, for the start-up summary (FSDP2 is read off the model)
+    sharding: str = ""  # "ZeRO-2" or "ZeRO-3" under DeepSpeed, for the start-up summary (FSDP2 is read off the model)
 
     @classmethod
     def from_accelerator(cls, accelerator) -> Dist:

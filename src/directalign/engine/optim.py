@@ -58,6 +58,8 @@ class StepOptimizer:
             self.engine = zero.initialize(model, self.optimizer, self.cfg, stage)
             self.optimizer = self.engine.optimizer  # the ZeRO optimizer, holding this process's partition
             self.dist.sharding = f"ZeRO-{stage}"
+            if stage == 3:
+                self.dist.shares_work = False  # ZeRO-3 gathers parameters in every forward: see Dist.shares_work
             return self.engine
         wrapped, self.optimizer = self.accelerator.prepare(model, self.optimizer)
         if is_sharded(wrapped):

@@ -20,7 +20,7 @@ from directalign.engine.distributed import Dist, check_process_count, make_accel
 from directalign.engine.folder import RunFolder
 from directalign.engine.hub import check_push, push_outputs
 from directalign.engine.metrics import METRICS_FILE, MetricsWriter
-from directalign.engine.sharding import is_sharded
+from directalign.engine.sharding import is_sharded, numel
 from directalign.engine.trackers import start_trackers
 from directalign.errors import ConfigError
 from directalign.models.cpu import bf16_warning
@@ -53,8 +53,8 @@ class Run:
 
     def summary(self, model: torch.nn.Module, data: str, plan: str) -> None:
         """The start-up summary: what runs where, in what precision, on what, for how long."""
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in model.parameters())
+        trainable = sum(numel(p) for p in model.parameters() if p.requires_grad)
+        total = sum(numel(p) for p in model.parameters())
         device = self.device.type
         if device == "cuda":
             device = f"cuda ({torch.cuda.get_device_name()})"

@@ -10,9 +10,12 @@ submodules outside the sharded root's forward.
 accelerate enables its FSDP plugin only for GPU process groups; on a CPU (gloo) group `enable_fsdp_on_cpu`
 turns the same plugin on from the same accelerate config, so that FSDP2 runs and is tested here too.
 
-Under DeepSpeed ZeRO-1/2 (engine/zero.py) the parameters stay whole on every process and only the optimizer is
-partitioned: `full_optimizer_state` gathers every process's partition to the main one, and `load_full` gives
-each process back its own.
+Under DeepSpeed ZeRO (engine/zero.py) the optimizer is partitioned: `full_optimizer_state` gathers every
+process's partition to the main one, and `load_full` gives each process back its own. ZeRO-1/2 keep the
+parameters whole on every process; ZeRO-3 partitions them too (`is_partitioned`), and DeepSpeed's module hooks
+gather each module's parameters around its forward and backward, generation included (so `gathered` has nothing
+to do); the whole weights for a checkpoint, a kept eval or the final save are gathered with
+`deepspeed.zero.GatheredParameters` (`whole`).
 """
 
 from __future__ import annotations
@@ -55,9 +58,41 @@ def enable_fsdp_on_cpu(accelerator) -> None:
         state.fsdp_plugin = plugin
 
 
+def sharding_requested() -> bool:
+    """Whether the launch asks for the parameters sharded (FSDP, or DeepSpeed ZeRO-3), before any model is
+    prepared."""
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    return fsdp or (zero.requested() and zero.requested_stage() == 3)
+
+
 def is_sharded(model: torch.nn.Module | None) -> bool:
     """Whether FSDP2 holds the model's parameters in shards (read off the modules, not accelerate's state)."""
     return model is not None and any(isinstance(m, FSDPModule) for m in model.modules())
+
+
+def is_partitioned(model: torch.nn.Module | None) -> bool:
+    """Whether DeepSpeed ZeRO-3 holds the model's parameters in partitions (its parameters carry `ds_id`)."""
+    return model is not None and any(hasattr(p, "ds_id") for p in model.parameters())
+
+
+def numel(param: torch.Tensor) -> int:
+    """A parameter's size, also when ZeRO-3 holds only a partition of it."""
+    return int(getattr(param, "ds_numel", param.numel()))
+
+
+@contextlib.contextmanager
+def whole(params, write: bool = False) -> Iterator[None]:
+    """ZeRO-3's partitioned `params` whole on every process inside the block (every process must enter it);
+    with `write`, what the main process writes into them is partitioned again on the way out. A no-op for
+    parameters that are not partitioned."""
+    partitioned = [p for p in params if hasattr(p, "ds_id")]
+    if not partitioned:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=0 if write else None):
+        yield
 
 
 def _trainable_names(model: torch.nn.Module) -> set[str]:
@@ -67,13 +102,21 @@ def _trainable_names(model: torch.nn.Module) -> set[str]:
 def full_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The trainable weights, whole (on the main process under FSDP; every process must call it)."""
     if not is_sharded(model):
-        return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        with whole([p for _, p in trainable]):
+            return {n: p.detach().cpu().clone() for n, p in trainable}
     names = _trainable_names(model)
     return {n: t.clone() for n, t in get_model_state_dict(model, options=FULL).items() if n in names}
 
 
 def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
-    """Every weight, whole, on the main process under FSDP (for save_pretrained); None when unsharded."""
+    """Every weight, whole, on the main process under FSDP and on every process under ZeRO-3 (for
+    save_pretrained); None when the model holds them whole already."""
+    if is_partitioned(model):
+        copies: dict[int, torch.Tensor] = {}  # a tied weight stays one tensor, which save_pretrained writes once
+        with whole(list(model.parameters())):
+            return {k: copies.setdefault(id(v), v.detach().cpu().clone())
+                    for k, v in model.state_dict(keep_vars=True).items()}
     if not is_sharded(model):
         return None
     return get_model_state_dict(model, options=FULL)
@@ -106,7 +149,7 @@ def load_full(model: torch.nn.Module, weights: dict, optimizer=None, optimizer_s
                           "same accelerate config, or start over with --overwrite-output-dir true")
     if not is_sharded(model):
         params = dict(model.named_parameters())
-        with torch.no_grad():
+        with whole([params[name] for name in weights], write=True), torch.no_grad():
             for name, value in weights.items():
                 params[name].copy_(value.to(params[name].device))
         if optimizer is not None and zero.is_zero_optimizer(optimizer):

@@ -1,5 +1,5 @@
-"""DeepSpeed ZeRO stage 1 and 2: the optimizer state (and, with stage 2, the gradients) split over the processes,
-the parameters whole on every process.
+"""DeepSpeed ZeRO stages 1, 2 and 3: the optimizer state (with stage 2 also the gradients, with stage 3 also the
+parameters) split over the processes.
 
 An accelerate config with `distributed_type: DEEPSPEED` (examples/accelerate/zero2.yaml) asks for it; accelerate
 passes the request on as ACCELERATE_USE_DEEPSPEED and ACCELERATE_DEEPSPEED_* variables. directalign reads them
@@ -15,8 +15,13 @@ decides the stage and the offload devices.
 
 Checkpoints keep directalign's format, not DeepSpeed's (a pickle): each process's flat fp32 partition of the
 trainable weights and its AdamW moments are tensors (`partition_state`), the rest JSON; a partition belongs to one
-world size, so a checkpoint resumes only on as many processes as wrote it. ZeRO-3, which partitions the
-parameters as well, is refused (`check_request`).
+world size, so a checkpoint resumes only on as many processes as wrote it.
+
+ZeRO-3 partitions the parameters as well. The model is loaded whole on every process and partitioned when the
+engine is built (`zero3_init_flag`, which would build it partitioned, is not read); DeepSpeed's hooks gather
+each module's parameters around its forward and backward, so every forward pass is collective and every process
+runs the same evaluation and generation passes (`Dist.shares_work`, as under FSDP2); the whole weights for a
+checkpoint or the final save are gathered by engine/sharding.py. `offload_param_device` is honoured.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 from directalign.errors import ConfigError
 
 STAGE_ENV = "ACCELERATE_DEEPSPEED_ZERO_STAGE"
-SUPPORTED_STAGES = (1, 2)
+SUPPORTED_STAGES = (1, 2, 3)
 
 
 def requested() -> bool:
@@ -40,7 +45,7 @@ def requested() -> bool:
 def requested_stage() -> int:
     value = os.environ.get(STAGE_ENV, "2")
     if not value.isdigit():
-        raise ConfigError(f"the accelerate config's zero_stage is {value!r}: give 1 or 2")
+        raise ConfigError(f"the accelerate config's zero_stage is {value!r}: give 1, 2 or 3")
     return int(value)
 
 
@@ -48,11 +53,7 @@ def check_request() -> int:
     """The ZeRO stage asked for, once it is known to run here; a ConfigError naming what is missing."""
     stage = requested_stage()
     if stage not in SUPPORTED_STAGES:
-        raise ConfigError(
-            f"DeepSpeed ZeRO-{stage} is not supported: ZeRO-3 partitions the parameters too, and directalign's "
-            "checkpoints, evaluation and final save read them whole; use zero_stage 2 "
-            "(examples/accelerate/zero2.yaml), or FSDP2 to shard the parameters (examples/accelerate/fsdp2.yaml)"
-        )
+        raise ConfigError(f"the accelerate config's zero_stage is {stage}: give 1, 2 or 3")
     if os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"):
         raise ConfigError(
             "a DeepSpeed config file (deepspeed_config_file) is not read: give zero_stage and the offload "
@@ -99,6 +100,9 @@ def engine_config(cfg, stage: int) -> dict:
     zero: dict = {"stage": stage}
     if offload != "none":
         zero["offload_optimizer"] = {"device": offload}
+    offload_param = os.environ.get("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", "none")
+    if stage == 3 and offload_param != "none":
+        zero["offload_param"] = {"device": offload_param}
     return {
         "train_micro_batch_size_per_gpu": cfg.per_device_train_batch_size,
         "gradient_accumulation_steps": 1,  # the run accumulates; step() is the boundary
@@ -124,7 +128,14 @@ def initialize(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg, st
 
 
 def is_zero_optimizer(optimizer) -> bool:
-    return hasattr(optimizer, "single_partition_of_fp32_groups")
+    return hasattr(optimizer, "single_partition_of_fp32_groups") or hasattr(optimizer, "fp32_partitioned_groups_flat")
+
+
+def fp32_partitions(optimizer) -> list[torch.Tensor]:
+    """This process's flat fp32 master weights, one per (sub-)group: ZeRO-3 names them otherwise than 1/2."""
+    if hasattr(optimizer, "fp32_partitioned_groups_flat"):
+        return list(optimizer.fp32_partitioned_groups_flat)
+    return list(optimizer.single_partition_of_fp32_groups)
 
 
 # A process's partition as tensors + JSON.
@@ -134,7 +145,8 @@ def partition_state(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     """This process's flat fp32 weights and AdamW state, per param group: `<group>.fp32`, `<group>.<name>`."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict] = {}
-    for i, flat in enumerate(optimizer.single_partition_of_fp32_groups):
+    flats = fp32_partitions(optimizer)
+    for i, flat in enumerate(flats):
         tensors[f"{i}.fp32"] = flat.detach().cpu().clone()
         for name, value in optimizer.optimizer.state.get(flat, {}).items():
             if isinstance(value, torch.Tensor):
@@ -143,12 +155,12 @@ def partition_state(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
                 scalars.setdefault(str(i), {})[name] = value
     groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.optimizer.param_groups]
     return tensors, {"param_groups": groups, "scalars": scalars,
-                     "sizes": [int(f.numel()) for f in optimizer.single_partition_of_fp32_groups]}
+                     "sizes": [int(f.numel()) for f in flats]}
 
 
 def load_partition_state(optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """Put back what `partition_state` took (after the whole weights were copied into the model)."""
-    flats = optimizer.single_partition_of_fp32_groups
+    flats = fp32_partitions(optimizer)
     sizes = [int(f.numel()) for f in flats]
     if meta["sizes"] != sizes:
         raise ConfigError(f"the checkpoint's ZeRO partitions hold {meta['sizes']} values, this run's {sizes}: "

@@ -41,7 +41,7 @@ from directalign.engine.model_card import model_card
 from directalign.engine.optim import StepOptimizer
 from directalign.engine.run import open_run
 from directalign.engine.save import base_model_id, save_policy, write_pretrained
-from directalign.engine.sharding import is_sharded
+from directalign.engine.sharding import is_sharded, sharding_requested
 from directalign.errors import ConfigError, DataError
 from directalign.generation.base import Completion, make_generator
 from directalign.generation.rewards import RewardFunction, reward_from_specs
@@ -97,9 +97,10 @@ def iterative_dpo(
         moving = cfg.update_reference
         start_model = frozen_copy(policy.model, cfg.bf16) if moving or not cfg.use_peft else live_reference(cfg, policy)
         reference = start_model
-        if is_sharded(policy):
-            raise ConfigError("iterative-dpo merges each round's adapter into the base weights, which FSDP shards; "
-                              "run it with data parallelism (the ddp accelerate config or torchrun)")
+        if is_sharded(policy) or sharding_requested():
+            raise ConfigError("iterative-dpo merges each round's adapter into the base weights, which FSDP and "
+                              "ZeRO-3 shard; run it with data parallelism (the ddp accelerate config or torchrun) "
+                              "or ZeRO-2")
         guard = RunGuard(cfg, run, policy)
         rounds = Rounds(run, cfg)
         first = rounds.first_unfinished()
