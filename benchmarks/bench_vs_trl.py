@@ -17,9 +17,9 @@ lr 5e-5, linear decay, no warm-up, clipping at 1.0, seed 42. Where the method ha
 systems precompute its log-probs before training (TRL's best setting, precompute_ref_log_probs=True;
 directalign's cache starts empty in every run); neither uses gradient checkpointing. TRL uses its defaults
 otherwise (padded rows); directalign the packed layout with rows of up to 4096 tokens, so that each micro-batch of
-2 pairs is one row without padding (the reward model pads its micro-batch's sequences). With --bf16, directalign
-also runs with bf16 autocast, compared with TRL in fp32 and with itself; only then is the bf16 matmul rate
-measured (on a CPU without native bf16 it is emulated, and slow to measure too).
+2 pairs is one row without padding (the reward model's too: its score head reads each response's last token).
+With --bf16, directalign also runs with bf16 autocast, compared with TRL in fp32 and with itself; only then is the
+bf16 matmul rate measured (on a CPU without native bf16 it is emulated, and slow to measure too).
 
 Each measurement is a fresh subprocess (so peak RSS, ru_maxrss of that process, is per system); after one warm-up
 run of each, the systems alternate over --reps repetitions and the medians are reported.
@@ -151,13 +151,13 @@ def executed_positions(tokenized, sequences, method: str) -> dict:
     """Token positions (padding included) each system runs through the decoder in one pass over the data."""
     from directalign.data.batching import build_batch
 
-    def padded(group):  # TRL (and directalign's reward model): every sequence padded to the batch's longest
+    def padded(group):  # TRL: every sequence padded to the batch's longest
         return sum(len(s) for s in group) * max(max(s) for s in group)
 
     b = SETTINGS["batch"]
     trl = sum(padded(sequences[i : i + b]) for i in range(0, len(sequences), b))
-    ours = trl if method == "rm" else sum(build_batch(tokenized[i : i + b], 0, "packed", ROW_TOKENS).input_ids.numel()
-                                          for i in range(0, len(tokenized), b))
+    ours = sum(build_batch(tokenized[i : i + b], 0, "packed", ROW_TOKENS).input_ids.numel()
+               for i in range(0, len(tokenized), b))
     return {"trl": trl, "directalign": ours}
 
 

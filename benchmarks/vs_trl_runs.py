@@ -192,11 +192,11 @@ def directalign_config(method: str, data: str, bf16: bool = False, model_name: s
     from directalign.config import load_config
 
     spec = METHODS[method]
+    extra = dict(layout="packed", max_tokens_per_row=ROW_TOKENS)
     if method == "rm":
-        extra = dict(lora_modules_to_save=["score"])
+        extra.update(lora_modules_to_save=["score"])
     else:
-        extra = dict(layout="packed", max_tokens_per_row=ROW_TOKENS, kl_prompts=0,
-                     **(dict(precompute_ref_log_probs=True) if spec.reference else {}))
+        extra.update(kl_prompts=0, **(dict(precompute_ref_log_probs=True) if spec.reference else {}))
     return load_config("reward-model train" if method == "rm" else "train", overrides=dict(
         model=model_name, data=data, output_dir=tempfile.mkdtemp(), resume=False, eval_split=0,
         max_length=SETTINGS["max_length"], max_prompt_length=SETTINGS["max_length"] - 128,

@@ -112,7 +112,8 @@ def test_commands_honour_only_their_groups():
     assert {"loss_type", "label_smoothing", "precompute_ref_log_probs", "sample_generations"} <= train - grpo
     assert {"epsilon", "num_iterations", "num_generations", "reward_funcs"} <= grpo - train
     assert {"margin", "lora_modules_to_save"} <= rm - train
-    assert not {"kl_budget", "kl_prompts", "layout", "loss_type"} & rm
+    assert not {"kl_budget", "kl_prompts", "logits_chunk_size", "loss_type"} & rm
+    assert {"layout", "max_tokens_per_row"} <= train & rm  # the reward model scores a batch in any layout
     assert {"gradient_accumulation_steps", "resume", "save_steps", "early_stopping_metric"} <= train & grpo & rm
 
 

@@ -4,8 +4,11 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from directalign.data.batching import build_batch
+from directalign.data.types import TokenizedRecord
 from directalign.errors import ConfigError
-from directalign.reward_models.scoring import RewardModel, encode
+from directalign.reward_models.bradley_terry import ResponseRewards, record_rewards
+from directalign.reward_models.scoring import RewardModel, encode, sequence_rewards
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +79,38 @@ def test_a_model_without_pad_token_id_or_folder_is_a_config_error(tiny_reward_mo
         model.config.pad_token_id = pad
     with pytest.raises(ConfigError, match="not a reward model folder"):
         RewardModel.load(tmp_path)
+
+
+
+@pytest.mark.parametrize("layout", ["padded", "shared", "packed"])
+def test_every_layout_gives_the_sequence_classifiers_own_rewards_and_gradients(tiny_reward_model, layout):
+    """ResponseRewards reads each response's last token that is not padding, in any layout: the rewards and the
+    gradients of transformers' own right-padded forward pass (a response ending in the pad token included, which
+    the classifier skips over), with each prompt computed once for its responses in the shared and packed layouts."""
+    model, tokenizer = tiny_reward_model
+    pad = model.config.pad_token_id
+    ids = encode(tokenizer, PROMPTS, RESPONSES)
+    cut = [len(encode(tokenizer, [p], [""])[0]) - 3 for p in PROMPTS]  # the prompt/response split inside the template
+    records = [TokenizedRecord(prompt_ids=s[:c], response_ids=[s[c:], s[c:-2], s[c:] + [pad]], pairs=[(0, 1), (2, 1)])
+               for s, c in zip(ids, cut, strict=True)]
+    weights = torch.randn(9, generator=torch.Generator().manual_seed(0))
+
+    def rewards_and_grads(forward):
+        model.zero_grad()
+        rewards = forward()
+        (rewards * weights).sum().backward()
+        watched = (model.score.weight, model.model.layers[0].mlp.up_proj.weight)
+        return rewards.detach(), [p.grad.clone() for p in watched]
+
+    sequences = [r.prompt_ids + response for r in records for response in r.response_ids]
+    expected, expected_grads = rewards_and_grads(lambda: sequence_rewards(model, sequences, pad))
+    batch = build_batch(records, pad, layout, 4096)
+    ours, our_grads = rewards_and_grads(lambda: ResponseRewards(model)(batch))
+    model.zero_grad()
+    assert torch.allclose(ours, expected, atol=1e-5)
+    assert torch.allclose(ours[0::3], ours[2::3], atol=1e-6)  # a trailing pad token changes nothing
+    for a, b in zip(our_grads, expected_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    chosen, rejected = record_rewards(ResponseRewards(model), records, pad, layout, 4096)
+    assert torch.allclose(chosen, expected[[0, 2, 3, 5, 6, 8]], atol=1e-5)
+    assert torch.allclose(rejected, expected[[1, 1, 4, 4, 7, 7]], atol=1e-5)

@@ -160,10 +160,14 @@ class PreferenceDataKeys:
 
 
 @dataclass
-class ForwardKeys:
+class LayoutKeys:
     layout: str = key("shared", "batch layout: padded, shared (prompt once for its responses) or packed",
                       choices=("padded", "shared", "packed"))
     max_tokens_per_row: int | None = key(None, "packed layout: tokens per row", low=1)
+
+
+@dataclass
+class ForwardKeys:
     logits_chunk_size: int = key(1024, "response tokens per chunk of the LM head (memory vs speed)", low=1)
 
 

@@ -23,6 +23,7 @@ from directalign.errors import ConfigError
 GROUP_TITLES = {
     "ModelKeys": "model",
     "LoraKeys": "LoRA",
+    "LayoutKeys": "batch layout",
     "ForwardKeys": "forward pass",
     "PreferenceDataKeys": "data",
     "PromptKeys": "prompts and rewards",

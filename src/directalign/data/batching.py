@@ -53,6 +53,8 @@ class SequenceBatch:
     chosen_index: torch.Tensor  # (num_pairs,) response index of each pair's preferred response
     rejected_index: torch.Tensor  # (num_pairs,)
     response_record: torch.Tensor  # (num_responses,) which record of the batch each response comes from
+    pooled_pos: torch.Tensor  # (num_responses,) flat index of the last token of prompt + response that is not
+    # padding (the position a sequence classifier's score head reads, as transformers pools it)
     num_records: int
     num_tokens: int  # real (non-padding) tokens computed
     labels: torch.Tensor | None = None  # (num_responses,) desirability for unpaired data
@@ -132,6 +134,7 @@ def _assemble(records, rows, pad_token_id: int, use_4d_mask: bool) -> SequenceBa
 
     row_tokens, row_positions, row_segments, row_spans = [], [], [], []
     gather_row, gather_at, gather_labels, gather_response = [], [], [], []
+    pooled: list[tuple[int, int]] = [(0, 0)] * sum(counts)  # (row, position) of each response's pooled token
     for row_index, row in enumerate(rows):
         ids: list[int] = []
         positions, segments, spans = [], [], []  # segments: (record id, response id or -1 for the prompt, length)
@@ -156,6 +159,10 @@ def _assemble(records, rows, pad_token_id: int, use_4d_mask: bool) -> SequenceBa
                 gather_at.append(predictors[keep])
                 gather_labels.append(torch.tensor(response, dtype=torch.long)[keep])
                 gather_response.append(torch.full((int(keep.sum()),), first_response[rec_i] + r))
+                last = _last_kept(response, start, pad_token_id)
+                if last is None:
+                    last = _last_kept(prompt, prompt_start, pad_token_id)
+                pooled[first_response[rec_i] + r] = (row_index, prompt_start if last is None else last)
             if only_response is None:
                 lengths = [len(responses[r]) for r in wanted]
                 spans.append(RecordSpan(prompt_start, prompt_start + len(prompt), len(ids),
@@ -199,12 +206,21 @@ def _assemble(records, rows, pad_token_id: int, use_4d_mask: bool) -> SequenceBa
         chosen_index=torch.tensor([c for c, _ in pairs], dtype=torch.long),
         rejected_index=torch.tensor([r for _, r in pairs], dtype=torch.long),
         response_record=torch.tensor(response_record, dtype=torch.long),
+        pooled_pos=torch.tensor([row * width + at for row, at in pooled], dtype=torch.long),
         num_records=len(records),
         num_tokens=sum(len(ids) for ids in row_tokens),
         labels=labels,
         ref_logps=ref_logps,
         record_spans=row_spans if use_4d_mask else None,
     )
+
+
+def _last_kept(tokens: list[int], offset: int, pad_token_id: int) -> int | None:
+    """offset + the index of the last token that is not padding, or None."""
+    for k in range(len(tokens) - 1, -1, -1):
+        if tokens[k] != pad_token_id:
+            return offset + k
+    return None
 
 
 def _response_mask(prompt_length: int, response_lengths: list[int]) -> torch.Tensor:

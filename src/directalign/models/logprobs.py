@@ -160,6 +160,25 @@ def block_mask(mask: torch.Tensor):
     return create_block_mask(mask_mod, B=rows, H=None, Q_LEN=length, KV_LEN=length, device=mask.device)
 
 
+def decoder_hidden(model: nn.Module, batch: SequenceBatch, dtype: torch.dtype) -> torch.Tensor:
+    """The decoder's last hidden states (rows, T, H) over a batch in any layout: its mask in the form the
+    attention implementation takes, sdpa per record where the layout has record spans. `model` is a causal LM or
+    a sequence classifier (anything whose unwrapped model has get_decoder), under PEFT / accelerate wrappers."""
+    lm = causal_lm(model)
+    mask = attention_mask_for(model, batch.attention_mask, dtype)
+    impl, extra = lm.config._attn_implementation, {}
+    if batch.record_spans is not None and impl == "sdpa":
+        impl, extra = SEGMENT_ATTENTION, {"record_spans": batch.record_spans}
+    with attention_implementation(lm.config, impl):
+        return lm.get_decoder()(
+            input_ids=batch.input_ids,
+            attention_mask=mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+            **extra,
+        ).last_hidden_state
+
+
 class ResponseLogProbs(nn.Module):
     """Wraps a causal LM so that forward(batch) returns the log-prob of every scored response token (N,).
 
@@ -175,21 +194,8 @@ class ResponseLogProbs(nn.Module):
         self._no_split_modules = getattr(causal_lm(model), "_no_split_modules", None)
 
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
-        lm = causal_lm(self.model)
-        decoder, head = lm.get_decoder(), lm.get_output_embeddings()
-        dtype = next(head.parameters()).dtype
-        mask = attention_mask_for(self.model, batch.attention_mask, dtype)
-        impl, extra = lm.config._attn_implementation, {}
-        if batch.record_spans is not None and impl == "sdpa":
-            impl, extra = SEGMENT_ATTENTION, {"record_spans": batch.record_spans}
-        with attention_implementation(lm.config, impl):
-            hidden = decoder(
-                input_ids=batch.input_ids,
-                attention_mask=mask,
-                position_ids=batch.position_ids,
-                use_cache=False,
-                **extra,
-            ).last_hidden_state
+        head = causal_lm(self.model).get_output_embeddings()
+        hidden = decoder_hidden(self.model, batch, next(head.parameters()).dtype)
         selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.gather_pos)
         return token_logprobs(selected, head, batch.gather_labels, self.chunk_size)
 

@@ -11,6 +11,12 @@ instructions with human feedback", eq. 1), with an optional margin m that asks t
 at least m (Touvron et al. 2023, "Llama 2", eq. 2). Metrics follow TRL's RewardTrainer: accuracy (share of
 pairs with r_c > r_r) and margin (mean r_c - r_r). A record with k responses (ranked data) has each response
 scored once and every one of its pairs trained on.
+
+The forward pass takes a batch in any of the policy trainer's layouts (`layout`: data.batching): with shared and
+packed (the default is shared) each prompt is computed once for all its responses, and the score head reads each
+response's pooled position, the last token of prompt + response that is not padding, which is where transformers'
+sequence classifier pools a right-padded row; so the rewards are those of the padded layout (and of scoring with
+`RewardModel`), computed with each prompt once.
 """
 
 from __future__ import annotations
@@ -19,13 +25,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from transformers import AutoModelForSequenceClassification
 
+from directalign.data.batching import SequenceBatch, build_batch
 from directalign.data.types import TokenizedRecord
 from directalign.errors import ConfigError
 from directalign.models.loading import disable_dropout, load_kwargs, resolve_model
+from directalign.models.logprobs import causal_lm, decoder_hidden
 from directalign.models.policy import add_adapter, enable_checkpointing
-from directalign.reward_models.scoring import sequence_rewards
 
 
 def bradley_terry_loss(
@@ -58,18 +66,30 @@ def load_backbone(cfg, tokenizer: Any) -> torch.nn.Module:
     return add_adapter(cfg, model, task_type="SEQ_CLS", modules_to_save=cfg.lora_modules_to_save)
 
 
-def record_rewards(model: torch.nn.Module, records: list[TokenizedRecord], pad_token_id: int):
-    """(chosen rewards, rejected rewards) of every pair of the records, from one forward pass that scores each
-    response once."""
-    sequences = [r.prompt_ids + response for r in records for response in r.response_ids]
-    rewards = sequence_rewards(model, sequences, pad_token_id)
-    chosen, rejected, first = [], [], 0
-    for record in records:
-        chosen += [first + c for c, _ in record.pairs]
-        rejected += [first + r for _, r in record.pairs]
-        first += len(record.response_ids)
-    index = torch.tensor
-    return rewards[index(chosen, dtype=torch.long)], rewards[index(rejected, dtype=torch.long)]
+class ResponseRewards(nn.Module):
+    """Wraps a reward model so that forward(batch) returns the reward of every response of the batch
+    (num_responses,) float32, from one decoder pass in the batch's layout (module docstring). An nn.Module whose
+    forward does the whole computation, so accelerate prepares it like any model (DDP, FSDP2, DeepSpeed)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self._no_split_modules = getattr(causal_lm(model), "_no_split_modules", None)
+
+    def forward(self, batch: SequenceBatch) -> torch.Tensor:
+        score = causal_lm(self.model).score
+        hidden = decoder_hidden(self.model, batch, next(score.parameters()).dtype)
+        pooled = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.pooled_pos)
+        return score(pooled).squeeze(-1).float()
+
+
+def record_rewards(model: nn.Module, records: list[TokenizedRecord], pad_token_id: int, layout: str = "shared",
+                   max_tokens_per_row: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen rewards, rejected rewards) of every pair of the records, from one forward pass of `model` (a
+    ResponseRewards, or its prepared wrapper) that scores each response once."""
+    batch = build_batch(records, pad_token_id, layout, max_tokens_per_row).to(next(model.parameters()).device)
+    rewards = model(batch)
+    return rewards[batch.chosen_index], rewards[batch.rejected_index]
 
 
 def pair_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, float]:
@@ -82,14 +102,17 @@ def pair_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, floa
 
 
 @torch.no_grad()
-def reward_scores(model, records: list[TokenizedRecord], pad_token_id: int, batch_size: int) -> tuple[list, list]:
-    """Chosen and rejected rewards of every pair, as lists (a process's share of a held-out set, to be pooled)."""
+def reward_scores(model, records: list[TokenizedRecord], pad_token_id: int, batch_size: int, layout: str = "shared",
+                  max_tokens_per_row: int | None = None) -> tuple[list, list]:
+    """Chosen and rejected rewards of every pair, as lists (a process's share of a held-out set, to be pooled);
+    `model` as for record_rewards."""
     was_training = model.training
     model.eval()
     chosen, rejected = [], []
     try:
         for start in range(0, len(records), batch_size):
-            c, r = record_rewards(model, records[start : start + batch_size], pad_token_id)
+            c, r = record_rewards(model, records[start : start + batch_size], pad_token_id, layout,
+                                  max_tokens_per_row)
             chosen += c.tolist()
             rejected += r.tolist()
     finally:

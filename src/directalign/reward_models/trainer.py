@@ -22,11 +22,12 @@ from directalign.engine.loop import StepLoop
 from directalign.engine.model_card import model_card
 from directalign.engine.optim import StepOptimizer
 from directalign.engine.run import RunOutputs, open_run, steps_plan
-from directalign.engine.save import base_model_id
+from directalign.engine.save import base_model_id, gathered_state
 from directalign.engine.sharding import full_model_state
 from directalign.errors import DataError
 from directalign.models.loading import load_tokenizer
 from directalign.reward_models.bradley_terry import (
+    ResponseRewards,
     bradley_terry_loss,
     load_backbone,
     pair_metrics,
@@ -65,24 +66,26 @@ def train_reward_model(cfg: RewardModelConfig, on_step=None) -> RewardTrainResul
         )
         total_steps = cfg.max_steps if cfg.max_steps > 0 else schedule.steps_for(cfg.num_train_epochs)
 
-        # Model.
+        # Model: the score head over the policy's weights, under the module that scores a batch in any layout.
         model = load_backbone(cfg, tokenizer)
-        optim = StepOptimizer(cfg, model, total_steps, run.accelerator, run.dist)
-        wrapped = optim.prepare(model)
-        guard = RunGuard(cfg, run, model)
-        pad = tokenizer.pad_token_id
+        scorer = ResponseRewards(model)
+        optim = StepOptimizer(cfg, scorer, total_steps, run.accelerator, run.dist)
+        wrapped = optim.prepare(scorer)
+        guard = RunGuard(cfg, run, scorer)
+        pad, layout = tokenizer.pad_token_id, (cfg.layout, cfg.max_tokens_per_row)
 
         def evaluate(tag: str, step: int) -> dict | None:
             if not data.eval:
                 return None
-            chosen, rejected = reward_scores(model, run.dist.share(data.eval), pad, cfg.per_device_eval_batch_size)
+            chosen, rejected = reward_scores(scorer, run.dist.share(data.eval), pad, cfg.per_device_eval_batch_size,
+                                             *layout)
             return reward_metrics(run.dist.pool(chosen), run.dist.pool(rejected), cfg.margin)
 
-        loop = StepLoop(run, optim, model, guard, total_steps, evaluate=evaluate, desc="reward model",
+        loop = StepLoop(run, optim, scorer, guard, total_steps, evaluate=evaluate, desc="reward model",
                         shown={"loss": "loss", "acc": "accuracy", "margin": "margin"}, epoch_at=schedule.epoch_at,
                         on_step=on_step)
         start = loop.resume()
-        run.summary(model, f"{sum(len(r.pairs) for r in data.train)} train / {sum(len(r.pairs) for r in data.eval)} "
+        run.summary(scorer, f"{sum(len(r.pairs) for r in data.train)} train / {sum(len(r.pairs) for r in data.eval)} "
                     "held-out pairs", steps_plan(total_steps, cfg, run.dist.world, "records"))
         eval_before = loop.evaluate("before", 0) if cfg.eval_before_training and start == 0 else None
 
@@ -94,7 +97,7 @@ def train_reward_model(cfg: RewardModelConfig, on_step=None) -> RewardTrainResul
             for m, (indices, padding) in enumerate(micro):
                 records = [data.train[i] for i in indices]
                 with optim.sync(wrapped, last=m == len(micro) - 1), run.accelerator.autocast():
-                    chosen, rejected = record_rewards(wrapped, records, pad)
+                    chosen, rejected = record_rewards(wrapped, records, pad, *layout)
                     losses = bradley_terry_loss(chosen, rejected, cfg.margin)
                     loop.backward(losses.sum() * (0.0 if padding else 1.0), total, [r.source for r in records])
                 if not padding:
@@ -108,7 +111,7 @@ def train_reward_model(cfg: RewardModelConfig, on_step=None) -> RewardTrainResul
         # Save.
         eval_after = loop.evaluate("after", final_step)
         model_dir = run.out / MODEL_FOLDER
-        state = full_model_state(model)  # every process, under FSDP
+        state = gathered_state(full_model_state(scorer))  # every process, under FSDP and ZeRO-3
         if run.dist.is_main:
             card = model_card(cfg, base_model=base_model_id(cfg.model), adapter=cfg.use_peft, data=data.description,
                               steps=final_step, eval_before=eval_before, eval_after=eval_after,
