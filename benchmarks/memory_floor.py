@@ -10,7 +10,8 @@ what any trainer of those settings must hold at once at the peak of a step:
   count as resident only once touched: the process's growth when the model is built understates them);
 - the trainable weights' gradients and AdamW's two moments (3 x 4 bytes each);
 - the activations the backward pass needs for the largest micro-batch: every tensor autograd saves, counted
-  once per storage (measured with torch.autograd.graph.saved_tensors_hooks over that micro-batch's forward);
+  once per storage, the weights it saves (a frozen linear layer keeps its weight for the input gradient) left
+  out (measured with torch.autograd.graph.saved_tensors_hooks over that micro-batch's forward);
 - the LM head's logits for one chunk of response tokens (logits_chunk_size x vocabulary x 4 bytes, and as much
   again for their gradient), the one transient the chunked head keeps.
 Then the same run, in a fresh process, reports its peak resident memory (ru_maxrss) and the ratio to the floor.
@@ -49,10 +50,12 @@ def saved_bytes(policy, batch) -> int:
     from directalign.models.logprobs import sequence_logps
 
     storages: dict[int, int] = {}
+    weights = {p.untyped_storage().data_ptr() for p in policy.parameters()}  # saved too, but counted as weights
 
     def pack(tensor):
         storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
+        if storage.data_ptr() not in weights:
+            storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"largest micro-batch: {measured['largest_micro_batch_tokens']} tokens")
     print(f"the run's peak RSS: {peak:.0f} MB = {peak / measured['floor_mb']:.2f}x the floor "
           f"({peak - measured['floor_mb']:.0f} MB above it)")
-    print(json.dumps({**measured, "peak_rss_mb": peak, "peak_over_floor": peak / measured["floor_mb"]}))
+    print(json.dumps({**measured, "peak_rss_mb": peak, "peak_over_floor": peak / measured["floor_mb"], "run_s": run["total_s"]}))
     return 0
 
 

@@ -19,6 +19,7 @@ from directalign.engine import zero
 from directalign.engine.distributed import Dist, check_process_count, make_accelerator, match_threads_to_cores
 from directalign.engine.folder import RunFolder
 from directalign.engine.hub import check_push, push_outputs
+from directalign.engine.memory import return_freed_buffers
 from directalign.engine.metrics import METRICS_FILE, MetricsWriter
 from directalign.engine.sharding import is_sharded, numel
 from directalign.engine.trackers import start_trackers
@@ -131,6 +132,7 @@ def open_run(cfg) -> Iterator[Run]:
     """Set up a run of `cfg` (a validated command config) and release its folder afterwards, however it ends."""
     cfg.validate()
     check_push(cfg)
+    return_freed_buffers()
     accelerator = make_accelerator(cfg.bf16)
     if zero.requested():
         zero.check_keys(cfg)
