@@ -12,10 +12,11 @@ from directalign.config import load_config
 from directalign.data.batching import build_batch
 from directalign.data.types import TokenizedRecord
 from directalign.engine.metrics import read_metrics
-from directalign.models.logprobs import ResponseLogProbs
+from directalign.losses import kto_loss
+from directalign.models.logprobs import ResponseLogProbs, sequence_logps
 from directalign.models.reference import FrozenReference
 from directalign.training.dpo import train
-from directalign.training.kto import KTOObjective, KTOWeights, kto_weights, mismatched_records
+from directalign.training.kto import KTOObjective, KTOWeights, kl_groups, kto_weights
 from tests.conftest import tiny_llama
 
 RECORDS = [
@@ -24,6 +25,7 @@ RECORDS = [
     TokenizedRecord([20, 21, 22, 23], [[15]], pairs=[], source="r2", labels=[True]),
     TokenizedRecord([30], [[16, 17, 18, 19]], pairs=[], source="r3", labels=[False]),
 ]
+LONG = TokenizedRecord([40, 41, 42, 43, 44, 45], [[24, 25]], pairs=[], source="r4", labels=[True])
 
 
 def sigmoid(x: float) -> float:
@@ -43,12 +45,87 @@ def objective(beta=0.5, weights=(1.0, 1.0)):
     return KTOObjective(cfg, KTOWeights(*weights, 0, 0), pad_token_id=0)
 
 
-def test_mismatched_pairs_put_completion_i_after_prompt_i_plus_1():
-    mismatched = mismatched_records(RECORDS)
-    assert [r.prompt_ids for r in mismatched] == [[8, 9], [20, 21, 22, 23], [30], [5, 6, 7]]
-    assert [r.response_ids for r in mismatched] == [r.response_ids for r in RECORDS]
-    (alone,) = mismatched_records(RECORDS[:1])
-    assert (alone.prompt_ids, alone.response_ids) == (RECORDS[0].prompt_ids, RECORDS[0].response_ids)
+def mismatched_records(records, positions=None):
+    """The z0 pairs as the separate pass scored them: completion i after prompt i+1 (mod B)."""
+    n = len(records)
+    return [TokenizedRecord(records[(i + 1) % n].prompt_ids, records[i].response_ids, [], labels=records[i].labels)
+            for i in (range(n) if positions is None else positions)]
+
+
+def test_kl_groups_put_completion_j_minus_1_after_prompt_j():
+    groups = kl_groups(RECORDS)
+    assert [g.prompt_ids for g in groups] == [r.prompt_ids for r in RECORDS]
+    assert [g.response_ids for g in groups] == [[[10, 11, 12], [16, 17, 18, 19]], [[13, 14], [10, 11, 12]],
+                                                [[15], [13, 14]], [[16, 17, 18, 19], [15]]]
+    (alone,) = kl_groups(RECORDS[:1])
+    assert alone.response_ids == [RECORDS[0].response_ids[0]] * 2
+    assert [g.prompt_ids for g in kl_groups(RECORDS, [1, 3])] == [[8, 9], [30]]
+    # Over the processes every pair of the separate pass is scored once, by the process holding its prompt.
+    grouped = {(tuple(g.prompt_ids), tuple(g.response_ids[1])) for g in kl_groups(RECORDS)}
+    assert grouped == {(tuple(m.prompt_ids), tuple(m.response_ids[0])) for m in mismatched_records(RECORDS)}
+
+
+class Pooled:
+    """The other processes of a run, as far as z0 goes: their ratio sum and count, added to this one's."""
+
+    def __init__(self, others=(0.0, 0)):
+        self.others, self.mine = others, None
+
+    def sum(self, values):
+        self.mine = values
+        return [v + o for v, o in zip(values, self.others, strict=True)]
+
+
+def separate_passes(kto, policy, reference, records, mismatched, others=(0.0, 0)):
+    """The objective before the z0 pairs shared the passes of their prompts: the graded batch, then the
+    mismatched pairs in a batch of their own, policy without gradient, and z0 pooled with `others`."""
+    batch = build_batch(records, 0, kto.layout)
+    policy_logps = sequence_logps(policy(batch), batch).float()
+    ref_logps = reference.sequence_logps(batch).float()
+    kl_batch = build_batch(mismatched, 0, kto.layout)
+    with torch.no_grad():
+        ratios = sequence_logps(policy(kl_batch), kl_batch).float() - reference.sequence_logps(kl_batch).float()
+    z0 = torch.tensor(max((ratios.sum().item() + others[0]) / (ratios.numel() + others[1]), 0.0))
+    w = kto.weights
+    loss = kto_loss(policy_logps, ref_logps, batch.labels, z0, kto.beta, w.desirable, w.undesirable)
+    return loss, kto.metrics(loss, policy_logps, ref_logps, batch.labels, z0), (ratios.sum().item(), ratios.numel())
+
+
+@pytest.mark.parametrize("layout", ["shared", "padded", "packed"])
+@pytest.mark.parametrize("size, positions", [(1, None), (3, None), (5, [0, 2, 4])], ids=["B1", "B3", "slice"])
+def test_shared_prompt_passes_give_the_separate_passes_loss_z0_and_gradients(layout, size, positions):
+    torch.manual_seed(0)
+    records = [*RECORDS, LONG][:size]
+    ref_model = tiny_llama(seed=1)
+    ref_model.model.norm.weight.data *= 4  # a sharper reference: log pi - log pi_ref > 0, so z0 is not clamped to 0
+    policy, reference = ResponseLogProbs(tiny_llama(seed=0)), FrozenReference(ref_model)
+    kto = objective(0.5, (1.3, 0.7))
+    kto.layout = layout
+    mine = range(size) if positions is None else positions
+    others = [i for i in range(size) if i not in mine]
+    local = [records[i] for i in mine]
+
+    old_others = separate_passes(kto, policy, reference, [records[i] for i in others],
+                                 mismatched_records(records, others))[2] if others else (0.0, 0)
+    old_loss, old_metrics, _ = separate_passes(kto, policy, reference, local, mismatched_records(records, mine),
+                                               old_others)
+    old_loss.sum().backward()
+    old_grads = [p.grad.clone() for p in policy.parameters()]
+    policy.zero_grad()
+
+    rest = Pooled()
+    if others:
+        kto(policy, reference, [records[i] for i in others], build_batch([records[i] for i in others], 0, layout),
+            kl_groups(records, others), rest)
+    dist = Pooled(rest.mine) if others else None
+    loss, metrics = kto(policy, reference, local, build_batch(local, 0, layout), kl_groups(records, mine), dist)
+    loss.sum().backward()
+    assert metrics["kl"] > 0
+    assert loss.tolist() == pytest.approx(old_loss.tolist(), abs=1e-5)
+    assert metrics.keys() == old_metrics.keys()
+    assert all(metrics[k] == pytest.approx(old_metrics[k], abs=1e-5) for k in metrics)
+    for new, old in zip((p.grad for p in policy.parameters()), old_grads, strict=True):
+        assert torch.allclose(new, old, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("layout", ["shared", "padded"])
@@ -80,7 +157,7 @@ def test_loss_and_z0_match_the_paper(layout):
     assert metrics["rewards/margins"] == pytest.approx(metrics["rewards/chosen"] - metrics["rewards/rejected"])
 
 
-def test_z0_pass_runs_without_gradient_and_the_loss_has_one():
+def test_one_policy_pass_with_gradient_scores_the_examples_and_their_z0_pairs():
     policy = ResponseLogProbs(tiny_llama(seed=0))
     kto = objective()
     calls = []
@@ -92,7 +169,7 @@ def test_z0_pass_runs_without_gradient_and_the_loss_has_one():
 
     policy.forward = recording_forward
     loss, _ = kto(policy, FrozenReference(tiny_llama(seed=1)), RECORDS, build_batch(RECORDS, 0, "shared"))
-    assert calls == [True, False]  # the loss pass with gradient, the mismatched (z0) pass without
+    assert calls == [True]  # one pass with gradient for the graded examples and the z0 pairs on their prompts
     loss.sum().backward()
     assert all(p.grad is not None for p in policy.parameters() if p.requires_grad)
 

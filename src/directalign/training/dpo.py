@@ -34,7 +34,7 @@ from directalign.models.loading import load_tokenizer
 from directalign.models.logprobs import ResponseLogProbs, sequence_logps
 from directalign.models.policy import build_policy
 from directalign.models.reference import CachedReference, live_reference
-from directalign.training.kto import KTOObjective, kto_weights, mismatched_records
+from directalign.training.kto import KTOObjective, kl_groups, kto_weights
 from directalign.training.objective import pair_loss, pair_metrics, pair_terms
 from directalign.training.reference_cache import precompute_reference
 from directalign.training.samples import write_sample_generations
@@ -134,8 +134,8 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                     if kto is not None:
                         global_batch = [data.train[i] for i in schedule.indices(step, m)]
                         mine = [0] if padding else range(run.dist.rank, len(global_batch), run.dist.world)
-                        mismatched = mismatched_records(global_batch, mine)
-                        losses, metrics = kto(wrapped, reference, records, batch, mismatched, run.dist, not padding)
+                        groups = kl_groups(global_batch, mine)
+                        losses, metrics = kto(wrapped, reference, records, batch, groups, run.dist, not padding)
                     else:
                         policy_logps = sequence_logps(wrapped(batch), batch)
                         ref_logps = reference.sequence_logps(batch) if reference is not None else None

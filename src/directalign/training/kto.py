@@ -2,13 +2,14 @@
 
 z0 follows the paper (Ethayarajh et al. 2024, section 4.1): within a micro-batch of B examples, completion i is
 scored after prompt i+1 (mod B), by the policy and by the reference, without gradient, and
-z0 = max(0, mean(log pi(y_i|x_{i+1}) - log pi_ref(y_i|x_{i+1}))). A batch of one pairs the completion with its
-own prompt, so z0 is then that example's own log-ratio (clamped, detached): finite, if a poor estimate; use
-batches of 4 or more. With several processes the micro-batch is the global one: each process scores the
-mismatched pairs of its own completions (prompt i+1 of the global batch) and the log-ratio sums and counts are
-summed over processes, so z0 is what one process with the whole batch computes. The loss itself is
-`directalign.losses.kto_loss`.
-"""
+z0 = max(0, mean(log pi(y_i|x_{i+1}) - log pi_ref(y_i|x_{i+1}))). Each prompt thus appears twice, with its own
+completion (the graded example) and with the previous one (a z0 pair), so both go in one record (`kl_groups`): one
+reference pass and one policy pass, with gradient, score them with the prompt computed once, and the z0 pairs'
+log-probs are detached. A batch of one pairs the completion with its own prompt, so z0 is then that example's
+own log-ratio (clamped, detached): finite, if a poor estimate; use batches of 4 or more. With several processes
+the micro-batch is the global one: each process scores the z0 pairs on its own prompts (with completion i-1 of
+the global batch), and the log-ratio sums and counts are summed over processes, so z0 is what one process with
+the whole batch computes. The loss itself is `directalign.losses.kto_loss`."""
 
 from __future__ import annotations
 
@@ -56,21 +57,19 @@ def kto_weights(cfg, records: Sequence[TokenizedRecord]) -> KTOWeights:
     return KTOWeights(desirable, undesirable, n_desirable, n_undesirable)
 
 
-def mismatched_records(
-    records: Sequence[TokenizedRecord], positions: Sequence[int] | None = None
-) -> list[TokenizedRecord]:
-    """Completion i after prompt i+1 (mod B): the pairs z0 is estimated on; only those of `positions` (this
-    process's share of the batch) when given."""
+def kl_groups(records: Sequence[TokenizedRecord], positions: Sequence[int] | None = None) -> list[TokenizedRecord]:
+    """Prompt j with its own completion, then completion j-1 (mod B): the graded example and the z0 pair that
+    shares its prompt, as one record so that the prompt is computed once for both. Only those of `positions`
+    (this process's share of the batch) when given; over all the processes every z0 pair is then scored once."""
     n = len(records)
     return [
         TokenizedRecord(
-            prompt_ids=records[(i + 1) % n].prompt_ids,
-            response_ids=records[i].response_ids,
+            prompt_ids=records[j].prompt_ids,
+            response_ids=[records[j].response_ids[0], records[(j - 1) % n].response_ids[0]],
             pairs=[],
-            source=records[i].source,
-            labels=records[i].labels,
+            source=records[j].source,
         )
-        for i in (range(n) if positions is None else positions)
+        for j in (range(n) if positions is None else positions)
     ]
 
 
@@ -89,25 +88,26 @@ class KTOObjective:
         reference,
         records: Sequence[TokenizedRecord],
         batch: SequenceBatch,
-        mismatched: Sequence[TokenizedRecord] | None = None,
+        groups: Sequence[TokenizedRecord] | None = None,
         dist=None,
         counts: bool = True,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Per-example loss of `records` (laid out in `batch`); `mismatched` are their z0 pairs (default: within
-        these records), pooled over the processes of `dist`; counts=False (a padding batch) adds nothing to z0."""
+        """Per-example loss of `records` (`batch` gives their labels); `groups` are the records with their z0
+        pairs, `kl_groups` of the global batch at this process's positions (default: `kl_groups(records)`), the
+        pairs pooled over the processes of `dist`; counts=False (a padding batch) adds nothing to z0."""
         if batch.labels is None or batch.labels.numel() != len(records):
             raise ConfigError(
                 "loss_type kto needs unpaired records (one completion and a label each); "
                 f"{records[0].source} is not one"
             )
-        policy_logps = sequence_logps(policy(batch), batch).float()
-        ref_logps = reference.sequence_logps(batch).float()
-        kl_records = mismatched_records(records) if mismatched is None else list(mismatched)
-        kl_batch = build_batch(kl_records, self.pad_token_id, self.layout, self.max_tokens_per_row)
-        kl_batch = kl_batch.to(batch.input_ids.device)
-        with torch.no_grad():
-            kl_policy = sequence_logps(policy(kl_batch), kl_batch).float()
-            kl_ref = reference.sequence_logps(kl_batch).float()
+        grouped = build_batch(kl_groups(records) if groups is None else list(groups), self.pad_token_id,
+                              self.layout, self.max_tokens_per_row).to(batch.input_ids.device)
+        # Responses alternate, graded example then the z0 pair on its prompt. The pairs' policy log-probs are
+        # detached: z0 carries no gradient (the backward still runs over their tokens, which costs less than a
+        # second pass over their prompts whenever prompts are longer than completions).
+        policy_logps, kl_policy = sequence_logps(policy(grouped), grouped).float().view(-1, 2).unbind(1)
+        ref_logps, kl_ref = reference.sequence_logps(grouped).float().view(-1, 2).unbind(1)
+        kl_policy = kl_policy.detach()
         ratios = kl_policy - kl_ref
         if dist is None:
             z0 = kto_kl_anchor(kl_policy, kl_ref)
