@@ -38,8 +38,10 @@ FLOPs, counting matmuls only (attention scores excluded), with B = decoder param
 H = LM head parameters (28.3M, the tied embedding), T = tokens through the decoder, R = response tokens: a pass
 with gradients costs 4B per token and 4H per response token (input gradients only: the base weights are frozen
 and LoRA's 0.9M parameters are negligible), one without 2B and 2H. DPO runs one of each (the policy; the
-reference, once); KTO adds a gradient-free policy pass and a reference pass over the mismatched KL completions;
-ORPO and SimPO run the policy only; the reward model has no LM head (H = 0). So for DPO
+reference, once); KTO adds a gradient-free policy pass and a reference pass over the mismatched KL completions
+(TRL's work, the useful FLOPs of both; directalign executes one pass with gradients and one reference pass over
+records of a prompt, its completion and the previous one, for its HFU); ORPO and SimPO run the policy only; the
+reward model has no LM head (H = 0). So for DPO
     FLOPs = 4 * B * T + 2 * B * T + 6 * H * R.
 MFU uses the dataset tokens for T (the same useful work for both systems, so the MFU ratio is the speedup; a
 system that computes each prompt once can exceed 100%); HFU uses the positions each system actually runs,
@@ -73,6 +75,9 @@ from benchmarks.vs_trl_runs import METHODS, MODEL, ROW_TOKENS, SETTINGS, run_dir
 LOSS_TOLERANCE = 1e-4  # equal first-step losses
 # Passes per method: (policy with gradients, policy without, reference); see the module docstring.
 PASSES = {"dpo": (1, 0, 1), "kto": (1, 1, 2), "orpo": (1, 0, 0), "simpo": (1, 0, 0), "rm": (1, 0, 0)}
+# directalign's KTO scores each prompt's graded example and its z0 pair in one record (training/kto.py: kl_groups):
+# one pass with gradients and one reference pass over those records, every response through the head.
+OUR_PASSES = {"kto": (1, 0, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,16 +159,21 @@ def executed_positions(tokenized, sequences, method: str) -> dict:
     def padded(group):  # TRL: every sequence padded to the batch's longest
         return sum(len(s) for s in group) * max(max(s) for s in group)
 
+    def grouped(records):  # directalign's KTO: prompt j with completion j and completion j-1
+        from directalign.training.kto import kl_groups
+
+        return kl_groups(records) if METHODS[method].unpaired else records
+
     b = SETTINGS["batch"]
     trl = sum(padded(sequences[i : i + b]) for i in range(0, len(sequences), b))
-    ours = sum(build_batch(tokenized[i : i + b], 0, "packed", ROW_TOKENS).input_ids.numel()
+    ours = sum(build_batch(grouped(tokenized[i : i + b]), 0, "packed", ROW_TOKENS).input_ids.numel()
                for i in range(0, len(tokenized), b))
     return {"trl": trl, "directalign": ours}
 
 
-def model_flops(method: str, body: int, head: int, tokens: int, response_tokens: int) -> float:
+def model_flops(method: str, body: int, head: int, tokens: int, response_tokens: int, passes=None) -> float:
     """Matmul FLOPs of one epoch of `method` with the reference precomputed (see the module docstring)."""
-    with_grad, without, reference = PASSES[method]
+    with_grad, without, reference = passes or PASSES[method]
     head = 0 if method == "rm" else head
     return (with_grad * (4 * body * tokens + 4 * head * response_tokens)
             + (without + reference) * (2 * body * tokens + 2 * head * response_tokens))
@@ -268,7 +278,9 @@ def summarise(runs: dict, info: dict, flops32: float, flops16: float | None, met
         out[f"{key}_peak_rss_mb"] = _median(rs, "peak_rss_mb")
         out[f"{key}_first_loss"] = rs[0]["step_losses"][0]
         out[f"{key}_mfu"] = useful / total / flops32
-        executed = model_flops(method, body, head, info["positions"][system.removesuffix("-bf16")], responses)
+        ours = system.startswith("directalign") and method in OUR_PASSES
+        executed = model_flops(method, body, head, info["positions"][system.removesuffix("-bf16")],
+                               2 * responses if ours else responses, OUR_PASSES[method] if ours else None)
         out[f"{key}_hfu"] = executed / total / (flops16 if system.endswith("bf16") else flops32)
         if shape_rates and not system.endswith("bf16"):
             out[f"{key}_matmul_gflops_fp32_model_shapes"] = shape_rates[system] / 1e9

@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"largest micro-batch: {measured['largest_micro_batch_tokens']} tokens")
     print(f"the run's peak RSS: {peak:.0f} MB = {peak / measured['floor_mb']:.2f}x the floor "
           f"({peak - measured['floor_mb']:.0f} MB above it)")
-    print(json.dumps({**measured, "peak_rss_mb": peak, "peak_over_floor": peak / measured["floor_mb"], "run_s": run["total_s"]}))
+    print(json.dumps({**measured, "peak_rss_mb": peak, "peak_over_floor": peak / measured["floor_mb"],
+                      "run_s": run["total_s"]}))
     return 0
 
 
