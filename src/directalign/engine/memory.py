@@ -6,8 +6,8 @@ step the activations of a micro-batch (1-30 MiB each for the embedded model) com
 freed one below a live one stays resident: the high-water mark grows far above what is live at any moment.
 Fixing the threshold at 1 MiB (what MALLOC_MMAP_THRESHOLD_=1048576 does at start-up) keeps each such buffer in
 its own mapping. Measured by benchmarks/memory_floor.py on the embedded model (docs/performance.md): the DPO
-benchmark run's peak went from 2306 MB to 1838-1883 MB, 1.12x the floor of what it must hold, with no
-difference in speed beyond the noise of a shared machine. A MALLOC_MMAP_THRESHOLD_ the user sets wins; other C
+benchmark run's peak went from 2306 MB to 1840 MB, 1.09x the floor of what it must hold, with no difference in
+speed beyond the noise of the machine. A MALLOC_MMAP_THRESHOLD_ the user sets wins; other C
 libraries (musl) are left alone.
 """
 
