@@ -16,7 +16,8 @@ v_proj, max_length 512, batch 2 x accumulation 4 (8 pairs, KTO examples, per ste
 lr 5e-5, linear decay, no warm-up, clipping at 1.0, seed 42. Where the method has a reference (DPO, KTO) both
 systems precompute its log-probs before training (TRL's best setting, precompute_ref_log_probs=True;
 directalign's cache starts empty in every run); neither uses gradient checkpointing. TRL uses its defaults
-otherwise (padded rows); directalign the packed layout with rows of up to 4096 tokens, so that each micro-batch of
+otherwise (padded rows); directalign the packed layout with rows of up to 4096 tokens (and release_freed_memory:
+true, engine/memory.py), so that each micro-batch of
 2 pairs is one row without padding (the reward model's too: its score head reads each response's last token).
 With --bf16, directalign also runs with bf16 autocast, compared with TRL in fp32 and with itself; only then is the
 bf16 matmul rate measured (on a CPU without native bf16 it is emulated, and slow to measure too).

@@ -192,7 +192,7 @@ def directalign_config(method: str, data: str, bf16: bool = False, model_name: s
     from directalign.config import load_config
 
     spec = METHODS[method]
-    extra = dict(layout="packed", max_tokens_per_row=ROW_TOKENS)
+    extra = dict(layout="packed", max_tokens_per_row=ROW_TOKENS, release_freed_memory=True)
     if method == "rm":
         extra.update(lora_modules_to_save=["score"])
     else:

@@ -38,3 +38,16 @@ def test_buffers_freed_below_live_ones_are_returned_only_with_the_threshold_fixe
 def test_a_threshold_the_user_set_wins(monkeypatch):
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
     assert memory.return_freed_buffers() is False
+
+
+def test_a_run_releases_freed_memory_only_when_its_key_says_so(monkeypatch, tmp_path):
+    from directalign.config import load_config
+    from directalign.engine.run import open_run
+
+    calls = []
+    monkeypatch.setattr("directalign.engine.run.return_freed_buffers", lambda: calls.append(True))
+    for name, release in (("default", None), ("released", True)):
+        overrides = {"output_dir": str(tmp_path / name), **({"release_freed_memory": release} if release else {})}
+        with open_run(load_config("train", overrides=overrides)):
+            pass
+    assert calls == [True]

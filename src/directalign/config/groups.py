@@ -99,6 +99,10 @@ class RunKeys:
     )
     eval_steps: int | None = key(None, "evaluate on held-out data every N steps (none: before and after only)", low=1)
     eval_before_training: bool = key(True, "evaluate before the first step", result=False)
+    release_freed_memory: bool = key(
+        False, "return freed buffers to the system (glibc): a lower peak, slower steps with large micro-batches",
+        result=False,
+    )
 
 
 @dataclass

@@ -7,8 +7,11 @@ freed one below a live one stays resident: the high-water mark grows far above w
 Fixing the threshold at 1 MiB (what MALLOC_MMAP_THRESHOLD_=1048576 does at start-up) keeps each such buffer in
 its own mapping. Measured by benchmarks/memory_floor.py on the embedded model (docs/performance.md): the DPO
 benchmark run's peak went from 2306 MB to 1840 MB, 1.09x the floor of what it must hold, with no difference in
-speed beyond the noise of the machine. A MALLOC_MMAP_THRESHOLD_ the user sets wins; other C
-libraries (musl) are left alone.
+speed beyond the noise of the machine at its micro-batches of 2 pairs. Every buffer above 1 MiB is then a fresh
+mapping whose pages fault in on first use, which costs time where micro-batches are large: the main job
+(micro-batches of 8 records) peaked at 2.0 GB instead of 2.9 GB but its steps took 7.4-8.4 s instead of
+5.6-6.2 s. So it is a run's choice (`release_freed_memory: true`), off by default. A MALLOC_MMAP_THRESHOLD_ the
+user sets wins; other C libraries (musl) are left alone.
 """
 
 from __future__ import annotations

@@ -132,7 +132,8 @@ def open_run(cfg) -> Iterator[Run]:
     """Set up a run of `cfg` (a validated command config) and release its folder afterwards, however it ends."""
     cfg.validate()
     check_push(cfg)
-    return_freed_buffers()
+    if cfg.release_freed_memory:
+        return_freed_buffers()
     accelerator = make_accelerator(cfg.bf16)
     if zero.requested():
         zero.check_keys(cfg)
